@@ -1,0 +1,97 @@
+"""The only place that imports a TFLite interpreter.
+
+Backends, in order: ``ai_edge_litert`` (LiteRT, current wheels for x86-64 and aarch64,
+Python 3.10-3.13), then ``tflite_runtime`` (legacy wheels for older Pi OS images).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from edge.errors import DelegateError, ModelError, RuntimeMissingError
+
+INSTALL_HINT = (
+    "No TFLite interpreter is installed. Install one with: pip install ai-edge-litert "
+    '(or, on older Raspberry Pi OS images without an ai-edge-litert wheel: pip install "tledge[legacy]")'
+)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An importable interpreter implementation."""
+
+    name: str  # "ai_edge_litert" or "tflite_runtime"
+    interpreter_cls: Any
+    load_delegate: Any
+
+
+def available_backends() -> list[Backend]:
+    """Every installed backend, preferred first. Empty when none is installed."""
+    found: list[Backend] = []
+    try:
+        from ai_edge_litert import interpreter as litert
+
+        found.append(Backend("ai_edge_litert", litert.Interpreter, litert.load_delegate))
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter as tflrt  # type: ignore[import-not-found]
+
+        found.append(Backend("tflite_runtime", tflrt.Interpreter, tflrt.load_delegate))
+    except ImportError:
+        pass
+    return found
+
+
+def get_backend(name: str | None = None) -> Backend:
+    """The preferred backend, or the one called `name`. Raises `RuntimeMissingError`."""
+    backends = available_backends()
+    if name:
+        for backend in backends:
+            if backend.name == name:
+                return backend
+        raise RuntimeMissingError(f"Interpreter backend '{name}' is not installed. {INSTALL_HINT}")
+    if not backends:
+        raise RuntimeMissingError(INSTALL_HINT)
+    return backends[0]
+
+
+def default_threads() -> int:
+    """All cores, capped at 4 (a Pi 4/5 has 4; more rarely helps a small CNN)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def make_interpreter(
+    model_content: bytes,
+    threads: int | None = None,
+    delegate: str | None = None,
+    backend: str | None = None,
+) -> tuple[Any, Backend]:
+    """Create and allocate an interpreter for `model_content`.
+
+    `delegate` is a shared-library name or path (e.g. ``libedgetpu.so.1`` for a Coral
+    Edge TPU). Raises `DelegateError` if it cannot be loaded, `ModelError` if the model
+    cannot be parsed.
+    """
+    chosen = get_backend(backend)
+    delegates = []
+    if delegate:
+        try:
+            delegates.append(chosen.load_delegate(delegate))
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise DelegateError(
+                f"Cannot load the delegate library '{delegate}': {exc}. Check that it is "
+                "installed (for a Coral Edge TPU: sudo apt-get install libedgetpu1-std) "
+                "and that the path or name is right."
+            ) from None
+    kwargs: dict[str, Any] = {"model_content": model_content, "num_threads": threads or default_threads()}
+    if delegates:
+        kwargs["experimental_delegates"] = delegates
+    try:
+        interpreter = chosen.interpreter_cls(**kwargs)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"The model cannot be loaded by {chosen.name}: {exc}") from None
+    return interpreter, chosen

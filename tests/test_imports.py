@@ -1,0 +1,68 @@
+"""The edge runtime stays TensorFlow-free, and the CLI degrades cleanly without it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from conftest import ROOT, SHARED
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_import_edge_leaves_tensorflow_unimported() -> None:
+    result = run_python(
+        """
+        import sys
+        import edge, edge.bundle, edge.classifier, edge.runtime, edge.images, edge.preprocess, edge.cli
+        import edge.sources, edge.pipeline, edge.sinks
+        bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'trainer'))
+        print(bad)
+        sys.exit(1 if bad else 0)
+        """
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+BLOCK_TF = """
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras'):
+            raise ImportError(f'No module named {name!r} (blocked by the test)')
+        return None
+sys.meta_path.insert(0, Block())
+sys.argv = ['tledge'] + ARGS
+from trainer.cli import main
+try:
+    main()
+except SystemExit as exc:
+    sys.exit(exc.code)
+"""
+
+
+def run_cli_without_tf(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return run_python(BLOCK_TF.replace("ARGS", repr(args)))
+
+
+def test_training_commands_without_tensorflow_name_the_extra(tmp_path) -> None:
+    (tmp_path / "a").mkdir()
+    result = run_cli_without_tf(["train", str(tmp_path)])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert 'pip install "tledge[train]"' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_edge_commands_work_without_tensorflow() -> None:
+    result = run_cli_without_tf(["--help"])
+    assert result.returncode == 0, result.stderr
+    model = SHARED / "models" / "mobilenet_v2_1.0_224_quant.tflite"
+    if model.is_file():
+        result = run_cli_without_tf(
+            ["predict", str(model), str(SHARED / "images" / "coffee.png"), "--labels", str(SHARED / "models" / "imagenet_labels.txt"), "--json"]
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "espresso" in result.stdout
