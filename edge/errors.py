@@ -8,6 +8,7 @@
     ├── RuntimeMissingError          no TFLite interpreter package is installed
     ├── DelegateError                a delegate library cannot be loaded
     ├── SourceError                  a camera / video / stream cannot be opened
+    ├── ServeError                   the live view server cannot start (bad address, port in use)
     ├── ExportError                  conversion or verification failed
     ├── WeightsError                 ImageNet weights cannot be found or loaded
     └── MissingExtraError            an optional dependency group is not installed
@@ -48,6 +49,10 @@ class DelegateError(TledgeError):
 
 class SourceError(TledgeError):
     """A frame source (camera, video, stream, images) cannot be opened or read."""
+
+
+class ServeError(TledgeError):
+    """The live view server (`--serve`) cannot be configured or started."""
 
 
 class ExportError(TledgeError):
