@@ -1,0 +1,45 @@
+"""The result of one frame, as sinks (window, JSON lines, CSV, live view) receive it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What the pipeline knows about one processed frame.
+
+    `top` holds the smoothed top-k classes whose score reaches the pipeline's threshold,
+    best first; it is empty when no class does (then `label` and `score` are None).
+    """
+
+    index: int  # frame number from the source (0-based)
+    timestamp: float  # time.time() at capture, seconds
+    top: tuple[tuple[int, str, float], ...]  # smoothed top-k: (class index, label, score)
+    latency_ms: float  # preprocess + invoke + postprocess of this frame
+    fps: float  # loop frames per second (moving)
+    dropped: int  # frames dropped so far (freshest-frame policy)
+
+    @property
+    def label(self) -> str | None:
+        """The best label, or None when no class reaches the threshold."""
+        return self.top[0][1] if self.top else None
+
+    @property
+    def score(self) -> float | None:
+        """The best (smoothed) score, or None when no class reaches the threshold."""
+        return self.top[0][2] if self.top else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: index, timestamp, label, score, top, latency_ms, fps, dropped."""
+        return {
+            "index": self.index,
+            "timestamp": round(self.timestamp, 6),
+            "label": self.label,
+            "score": None if self.score is None else round(self.score, 6),
+            "top": [{"index": i, "label": label, "score": round(score, 6)} for i, label, score in self.top],
+            "latency_ms": round(self.latency_ms, 3),
+            "fps": round(self.fps, 3),
+            "dropped": self.dropped,
+        }
