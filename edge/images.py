@@ -3,14 +3,19 @@
 Pillow decodes (JPEG, PNG, BMP, GIF first frame, WebP), applies the EXIF orientation of
 phone photos, and converts grayscale, palette, RGBA, 16-bit and CMYK images to RGB.
 Image headers are checked before any pixel is decoded, so a decompression bomb is
-refused instead of allocating gigabytes.
+refused instead of allocating gigabytes. Only the formats above are tried, whatever the
+file is named: Pillow's other plugins (EPS runs Ghostscript, PSD, ICNS, ...) are never
+reached by a file that merely claims to be a photo.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -20,9 +25,17 @@ from edge.errors import ImageError
 #: File name suffixes treated as images (lower case).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 
+#: Pillow decoders tried, whatever the suffix (a PNG named .jpg is common and fine).
+#: "JPEG" also opens multi-picture (MPO) camera files.
+PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")
+
 #: Largest image decoded, in pixels (width * height). 40 megapixels covers every phone
 #: camera; a 20000x20000 "bomb" (400 MP) is refused before decoding.
 MAX_PIXELS = 40_000_000
+
+# What a damaged file can make Pillow's decoders raise (struct.error and IndexError
+# come from broken EXIF / chunk tables).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError, struct.error)
 
 
 def is_image_name(path: str | os.PathLike[str]) -> bool:
@@ -34,7 +47,8 @@ def is_image_name(path: str | os.PathLike[str]) -> bool:
 def load_rgb(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode `path` to an RGB uint8 array of shape (height, width, 3).
 
-    Raises `ImageError` with the reason (empty, truncated, not an image, too large).
+    Raises `ImageError` with the reason (unreadable, empty, truncated, not an image,
+    too large).
     """
     path = Path(path)
     try:
@@ -42,52 +56,59 @@ def load_rgb(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> np.n
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if size == 0:
-        raise ImageError(f"{path}: empty file (0 bytes)")
+        raise ImageError(f"{path}: empty file (0 bytes); delete it or copy it again")
+    try:
+        with open(path, "rb") as stream:
+            return _decode(stream, str(path), max_pixels)
+    except OSError as exc:  # open() itself: permissions, a directory named .jpg, ...
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def decode_rgb(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Like `load_rgb` but from bytes in memory (used by the fuzz script and uploads)."""
+    if not data:
+        raise ImageError(f"{name}: empty data (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(stream: IO[bytes], name: str, max_pixels: int) -> np.ndarray:
+    """Open, check the header's size, decode the first frame, orient and convert."""
     try:
         with warnings.catch_warnings():
+            # Pillow warns about harmless EXIF damage on every such photo; the bomb
+            # warning (between Pillow's own limit and twice it) is made an error.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise ImageError(
-                        f"{path}: {width}x{height} is larger than the {max_pixels:,}-pixel "
-                        "limit (possible decompression bomb); downscale it first"
-                    )
-                if width < 1 or height < 1:
-                    raise ImageError(f"{path}: image has no pixels ({width}x{height})")
+            with Image.open(stream, formats=PIL_FORMATS) as img:
+                _check_size(img.size, name, max_pixels)
                 img.seek(0)  # first frame of GIF / animated WebP
                 img = ImageOps.exif_transpose(img)
                 return _to_rgb(img)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{path}: not a readable image (unknown or unsafe format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own guard fired before ours could read the size (> ~89 MP).
+        raise ImageError(f"{name}: larger than the {max_pixels:,}-pixel limit (possible decompression bomb); downscale it first") from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{name}: not a readable image (not {', '.join(PIL_FORMATS)}, or its header is damaged); "
+            "remove it or convert it to JPEG/PNG"
+        ) from None
+    except MemoryError:
+        raise ImageError(f"{name}: not enough memory to decode it; downscale it first") from None
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"{name}: corrupt or truncated image ({exc}); remove it or copy it again") from None
 
 
-def decode_rgb(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Like `load_rgb` but from bytes in memory (used by the fuzz script and uploads)."""
-    import io
-
-    if not data:
-        raise ImageError(f"{name}: empty data (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                if width * height > max_pixels or width < 1 or height < 1:
-                    raise ImageError(f"{name}: unsupported image size {width}x{height}")
-                img.seek(0)
-                img = ImageOps.exif_transpose(img)
-                return _to_rgb(img)
-    except ImageError:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: not a readable image") from None
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError) as exc:
-        raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageError(f"{name}: image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name}: {width}x{height} is larger than the {max_pixels:,}-pixel limit "
+            "(possible decompression bomb); downscale it first"
+        )
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
