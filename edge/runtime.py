@@ -6,6 +6,7 @@ Python 3.10-3.13), then ``tflite_runtime`` (legacy wheels for older Pi OS images
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -95,3 +96,43 @@ def make_interpreter(
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"The model cannot be loaded by {chosen.name}: {exc}") from None
     return interpreter, chosen
+
+
+class CompiledModelRunner:
+    """Runs a model through LiteRT's newer CompiledModel API (ai-edge-litert >= 2.0, CPU).
+
+    Same role as an Interpreter's set_tensor / invoke / get_tensor, for `tledge bench
+    --api compiled`. Raises `RuntimeMissingError` where the API is not available.
+    """
+
+    def __init__(self, model_content: bytes, threads: int | None = None) -> None:
+        try:
+            from ai_edge_litert import compiled_model, cpu_options, options
+        except ImportError:
+            raise RuntimeMissingError(
+                "The CompiledModel API needs ai-edge-litert 2.0 or newer: pip install -U ai-edge-litert "
+                "(or use --api interpreter)"
+            ) from None
+        opts = options.Options(cpu_options=cpu_options.CpuOptions(num_threads=threads or default_threads()))
+        try:
+            self._model = compiled_model.CompiledModel.from_buffer(model_content, options=opts)
+            self._inputs = self._model.create_input_buffers(0)
+            self._outputs = self._model.create_output_buffers(0)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"The model cannot be compiled by LiteRT's CompiledModel API: {exc}") from None
+        key = self._model.get_signature_by_index(0)["key"]
+        self.output_details = list(self._model.get_output_tensor_details(key).values())
+        if len(self._inputs) != 1 or len(self._outputs) != 1:
+            raise ModelError("CompiledModelRunner supports models with one input and one output")
+        shape = self.output_details[0]["shape"]
+        self._out_count = math.prod(int(d) for d in shape)
+        self._out_dtype = self.output_details[0]["dtype"]
+
+    def run(self, tensor: Any) -> Any:
+        """Write `tensor`, run the model, return the raw output array (model's dtype and shape)."""
+        self._inputs[0].write(tensor)
+        self._model.run_by_index(0, self._inputs, self._outputs)
+        return self._outputs[0].read(self._out_count, self._out_dtype).reshape(self.output_details[0]["shape"])
+
+    def close(self) -> None:
+        self._model.close()
