@@ -87,6 +87,10 @@ class Classifier:
                 f"{self.num_classes} outputs; pass the labels file made for this model"
             )
         self.labels = info.labels or tuple(f"class_{i}" for i in range(self.num_classes))
+        # A third-party integer-input model records no normalisation, but its input
+        # quantization was calibrated on full-range pixels, so the pixel codes themselves
+        # are its input: uint8 as is, int8 shifted by 128 (true for [0,1] and [-1,1] models).
+        self._pixel_codes = "input" not in info.manifest
 
     # -- the three stages, usable one by one (benchmarks, parity tests) --------------
     def preprocess(self, frame_rgb: np.ndarray) -> np.ndarray:
@@ -94,8 +98,10 @@ class Classifier:
         if self.info.color_order == "BGR":
             frame_rgb = frame_rgb[:, :, ::-1]
         pixels = resize_rgb(frame_rgb, self.input_size, self.info.resize)
-        if self.input_dtype == np.uint8 and self.input_quant[0] in (0.0, 1.0) and self.input_quant[1] == 0:
+        if self.input_dtype == np.uint8 and (self._pixel_codes or (self.input_quant[0] in (0.0, 1.0) and self.input_quant[1] == 0)):
             tensor = pixels
+        elif self.input_dtype == np.int8 and self._pixel_codes:
+            tensor = (pixels.astype(np.int16) - 128).astype(np.int8)
         elif self.input_dtype in _INT_TYPES:
             scale, zero_point = self.input_quant
             real = (pixels.astype(np.float32) - self.info.input_mean) / self.info.input_std
