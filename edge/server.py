@@ -206,12 +206,12 @@ class LiveViewSink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._cond: asyncio.Condition | None = None
-        self.port = options.port
-        ready: concurrent.futures.Future[int] = concurrent.futures.Future()
+        ready: concurrent.futures.Future[tuple[str, int]] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._serve_thread, args=(ready,), name="tledge-serve", daemon=True)
         self._thread.start()
         try:
-            self.port = ready.result(timeout=30)
+            #: The listening (address, port), e.g. ("127.0.0.1", 8080).
+            self.address: tuple[str, int] = ready.result(timeout=30)
         except OSError as exc:
             self._encoder.shutdown(wait=False)
             raise ServeError(
@@ -240,12 +240,22 @@ class LiveViewSink:
         return sink
 
     @property
+    def port(self) -> int:
+        """The listening port (the one chosen by the OS when 0 was asked)."""
+        return int(self.address[1])
+
+    @property
     def url(self) -> str:
         """The page's address (with the token, if any)."""
         host = socket.gethostname() if self.options.all_interfaces else self.options.host
         host = f"[{host}]" if ":" in host else host
         query = f"?token={quote(self.options.token, safe='')}" if self.options.token else ""
         return f"http://{host}:{self.port}/{query}"
+
+    @property
+    def viewers(self) -> int:
+        """Open /stream.mjpg and /api/events connections."""
+        return self._viewers
 
     @property
     def frames_sent(self) -> int:
@@ -283,7 +293,7 @@ class LiveViewSink:
         self.close()
 
     # -- the server thread -------------------------------------------------------------
-    def _serve_thread(self, ready: concurrent.futures.Future[int]) -> None:
+    def _serve_thread(self, ready: concurrent.futures.Future[tuple[str, int]]) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
@@ -294,7 +304,7 @@ class LiveViewSink:
         finally:
             loop.close()
 
-    async def _serve(self, ready: concurrent.futures.Future[int]) -> None:
+    async def _serve(self, ready: concurrent.futures.Future[tuple[str, int]]) -> None:
         web = self._web
         self._stop = asyncio.Event()
         self._cond = asyncio.Condition()
@@ -311,7 +321,7 @@ class LiveViewSink:
         await runner.setup()
         try:
             await web.TCPSite(runner, self.options.host, self.options.port).start()
-            ready.set_result(int(runner.addresses[0][1]))  # the bound port, also when 0 was asked
+            ready.set_result(tuple(runner.addresses[0][:2]))  # the bound (host, port), also when port 0 was asked
             ticker = asyncio.create_task(self._ticker())
             await self._stop.wait()
             self._closing = True

@@ -1,0 +1,159 @@
+"""The live view's endpoints: the token on every one, traversal, content, headers."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from live_helpers import COLOURS, Counter, running_pipeline
+
+from edge.server import ASSETS, LiveViewSink, ServeOptions
+
+TOKEN = "s3cret token/with?odd&chars"
+QUOTED = "s3cret%20token%2Fwith%3Fodd%26chars"
+ENDPOINTS = ["/", "/static/app.js", "/static/style.css", "/api/model", "/api/latest", "/api/events", "/stream.mjpg"]
+STATIC = Path(__file__).resolve().parents[2] / "edge" / "static"
+
+
+def request(port: int, path: str, headers: dict[str, str] | None = None, read: bool = True) -> tuple[int, dict[str, str], bytes]:
+    """One raw GET: the path goes on the wire exactly as written (no client-side normalisation)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_accept_encoding=True)
+        for key, value in (headers or {}).items():
+            conn.putheader(key, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        streaming = response.getheader("Content-Type", "").startswith(("multipart/", "text/event-stream"))
+        body = response.read() if read and not streaming else b""
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def live(colour_info, colour_video) -> Iterator[LiveViewSink]:
+    """A token-protected live view fed by the real pipeline; yields once a result exists."""
+    sink = LiveViewSink(ServeOptions(port=0, token=TOKEN, stream_fps=10), colour_info)
+    counter = Counter()
+    with running_pipeline(colour_info, colour_video, [sink, counter]):
+        deadline = time.monotonic() + 20
+        while counter.frames < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert counter.frames >= 3, "the pipeline produced no frames"
+        yield sink
+
+
+@pytest.mark.parametrize("path", ENDPOINTS + ["/nonexistent", "/static/../server.py"])
+def test_every_endpoint_needs_the_token(live: LiveViewSink, path: str) -> None:
+    for headers in (None, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        status, response_headers, body = request(live.port, path, headers)
+        assert status == 401, (path, headers)
+        assert response_headers.get("www-authenticate", "").startswith("Bearer")
+        assert b"token" in body
+    status, _, _ = request(live.port, f"{path}?token=wrong")
+    assert status == 401
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_the_token_opens_every_endpoint(live: LiveViewSink, path: str) -> None:
+    by_query = request(live.port, f"{path}?token={QUOTED}")
+    by_header = request(live.port, path, {"Authorization": f"Bearer {TOKEN}"})
+    assert by_query[0] == 200 and by_header[0] == 200, path
+
+
+TRAVERSALS = [
+    "/static/../server.py",
+    "/static/%2e%2e/server.py",
+    "/static/%2e%2e%2fserver.py",
+    "/static/..%2fserver.py",
+    "/static/%2E%2E%2F%2E%2E%2Fpyproject.toml",
+    "/static/..%5cserver.py",
+    "/static/....//server.py",
+    "/static/app.js/../../server.py",
+    "/static//etc/passwd",
+    "/static/%2fetc%2fpasswd",
+    "/static/%2Fwork%2Fmain%2Fedge%2Fserver.py",
+    "/../edge/server.py",
+    "//etc/passwd",
+    "/etc/passwd",
+    "/static/%00app.js",
+    "/static/index.html",
+    "/static/__init__.py",
+    "/server.py",
+    "/edge/server.py",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_no_file_outside_the_page_assets_is_reachable(live: LiveViewSink, path: str) -> None:
+    separator = "&" if "?" in path else "?"
+    status, _, body = request(live.port, f"{path}{separator}token={QUOTED}")
+    assert status in (400, 403, 404), (path, status)
+    assert b"LiveViewSink" not in body and b"root:" not in body and b"[project]" not in body
+
+
+def test_assets_are_the_shipped_files(live: LiveViewSink) -> None:
+    for name, content_type in ASSETS.items():
+        status, headers, body = request(live.port, f"/static/{name}?token={QUOTED}")
+        assert status == 200 and body == (STATIC / name).read_bytes()
+        assert headers["content-type"] == content_type
+        assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_page_propagates_the_token_to_its_assets(live: LiveViewSink) -> None:
+    status, headers, body = request(live.port, f"/?token={QUOTED}")
+    page = body.decode("utf-8")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert f'src="static/app.js?token={QUOTED}"' in page
+    assert f'href="static/style.css?token={QUOTED}"' in page
+    assert "{{QUERY}}" not in page
+    assert "http://" not in page and "https://" not in page  # no CDN: works offline
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert headers["referrer-policy"] == "no-referrer"  # the token never leaks through Referer
+
+
+def test_model_endpoint(live: LiveViewSink) -> None:
+    status, _, body = request(live.port, f"/api/model?token={QUOTED}")
+    model = json.loads(body)
+    assert status == 200
+    assert model["name"] == "colours"
+    assert model["labels"] == list(COLOURS)
+
+
+def test_latest_is_the_newest_result(live: LiveViewSink) -> None:
+    first = json.loads(request(live.port, "/api/latest", {"Authorization": f"Bearer {TOKEN}"})[2])
+    time.sleep(0.3)
+    second = json.loads(request(live.port, "/api/latest", {"Authorization": f"Bearer {TOKEN}"})[2])
+    assert set(first) == {"index", "timestamp", "label", "score", "top", "latency_ms", "fps", "dropped"}
+    assert first["label"] in COLOURS and first["top"][0]["label"] == first["label"]
+    assert second["index"] > first["index"]  # live, not a cached answer
+
+
+def test_latest_before_the_first_frame_says_retry(colour_info) -> None:
+    with LiveViewSink(ServeOptions(port=0), colour_info) as sink:
+        status, headers, body = request(sink.port, "/api/latest")
+    assert status == 503 and headers["retry-after"] == "1" and b"retry" in body
+
+
+def test_events_stream_results(live: LiveViewSink) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
+    try:
+        conn.request("GET", f"/api/events?token={QUOTED}")
+        response = conn.getresponse()
+        assert response.status == 200 and response.getheader("Content-Type").startswith("text/event-stream")
+        events: list[dict] = []
+        deadline = time.monotonic() + 10
+        while len(events) < 3 and time.monotonic() < deadline:
+            line = response.fp.readline().decode("utf-8")
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    finally:
+        conn.close()
+    assert len(events) == 3
+    assert [e["index"] for e in events] == sorted({e["index"] for e in events})  # new results, in order
+    assert all(e["label"] in COLOURS for e in events)
