@@ -19,7 +19,9 @@ import hashlib
 import io
 import json
 import os
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,13 +83,33 @@ def parse_labels(text: str, where: str) -> tuple[str, ...]:
     return tuple(line.rstrip("\r") for line in lines)
 
 
+#: Largest embedded file read (bytes). Labels and tledge.json are kilobytes; a bigger
+#: entry (or a zip bomb posing as one) is ignored rather than inflated into memory.
+MAX_EMBEDDED_BYTES = 8 * 1024 * 1024
+
+# What a damaged trailing zip can raise (NotImplementedError: unknown compression,
+# RuntimeError: encrypted entry, zlib.error: corrupt deflate stream).
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, NotImplementedError, RuntimeError, zlib.error, struct.error)
+
+
 def embedded_files(model_bytes: bytes) -> dict[str, bytes]:
-    """Files packed into the .tflite by the TFLite metadata populator (a trailing zip)."""
+    """Files packed into the .tflite by the TFLite metadata populator (a trailing zip).
+
+    Damaged or oversized entries are left out: the caller then reports what is missing.
+    """
+    found: dict[str, bytes] = {}
     try:
         with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
-            return {name: archive.read(name) for name in archive.namelist() if not name.endswith("/")}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError):
+            for entry in archive.infolist():
+                if entry.is_dir() or entry.file_size > MAX_EMBEDDED_BYTES:
+                    continue
+                try:
+                    found[entry.filename] = archive.read(entry)
+                except _ZIP_ERRORS:
+                    continue
+    except _ZIP_ERRORS:
         return {}
+    return found
 
 
 def _resolve(path: Path) -> tuple[Path, dict[str, Any] | None]:
@@ -103,21 +125,54 @@ def _resolve(path: Path) -> tuple[Path, dict[str, Any] | None]:
     if path.name.endswith(".json"):
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"Cannot read the bundle manifest {path}: {exc}") from None
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+            raise ModelError(f"Cannot read the bundle manifest {path}: {exc}; copy the bundle again or re-export it") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
             raise ModelError(f"{path} is not a tledge bundle manifest (no \"format\": \"{FORMAT_NAME}\")")
-        model_file = path.parent / str(manifest.get("model", {}).get("file", MODEL_NAME))
-        return model_file, manifest
+        return path.parent / _manifest_model_file(manifest, path), manifest
     sibling = path.parent / MANIFEST_NAME
     if sibling.is_file():
         try:
             manifest = json.loads(sibling.read_text(encoding="utf-8"))
-            if isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME and manifest.get("model", {}).get("file") == path.name:
+            if isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME and _section(manifest, "model", sibling).get("file") == path.name:
                 return path, manifest
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError, RecursionError):
+            pass  # a foreign or damaged manifest beside a bare .tflite: treat it as bare
     return path, None
+
+
+def _section(info: dict[str, Any], key: str, where: Path) -> dict[str, Any]:
+    """`info[key]` as a dict ({} when absent); a manifest of another shape is an error."""
+    value = info.get(key, {})
+    if not isinstance(value, dict):
+        raise ModelError(f"{where}: \"{key}\" must be an object, not {type(value).__name__}; re-export the bundle")
+    return value
+
+
+def _manifest_model_file(manifest: dict[str, Any], where: Path) -> str:
+    """The model's file name from the manifest: a plain name inside the bundle folder."""
+    name = _section(manifest, "model", where).get("file", MODEL_NAME)
+    if not isinstance(name, str) or not name or name != Path(name).name or name in (".", ".."):
+        raise ModelError(f"{where}: \"model.file\" must be a file name inside the bundle folder, not {name!r}; re-export the bundle")
+    return name
+
+
+def _read_model_bytes(model_path: Path) -> bytes:
+    """The whole model file, after checking its TFL3 identifier (so a video or a photo
+    passed by mistake is refused without being read into memory)."""
+    if not model_path.is_file():
+        raise ModelError(f"Model file not found: {model_path}")
+    try:
+        with open(model_path, "rb") as stream:
+            head = stream.read(8)
+            if len(head) < 8 or head[4:8] != b"TFL3":
+                raise ModelError(
+                    f"{model_path} is not a TFLite model (no TFL3 identifier): the file is corrupt, "
+                    "truncated or of another format; pass a .tflite file or a bundle folder"
+                )
+            return head + stream.read()
+    except OSError as exc:
+        raise ModelError(f"Cannot read {model_path}: {exc.strerror or exc}") from None
 
 
 def load_model_info(
@@ -127,16 +182,9 @@ def load_model_info(
 ) -> ModelInfo:
     """Load and verify a bundle or .tflite file. Raises `ModelError` with a remedy."""
     model_path, manifest = _resolve(Path(path))
-    if not model_path.is_file():
-        raise ModelError(f"Model file not found: {model_path}")
-    try:
-        model_bytes = model_path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"Cannot read {model_path}: {exc.strerror or exc}") from None
-    if len(model_bytes) < 8 or model_bytes[4:8] != b"TFL3":
-        raise ModelError(f"{model_path} is not a TFLite model (no TFL3 identifier): the file is corrupt, truncated or of another format")
+    model_bytes = _read_model_bytes(model_path)
     if manifest is not None and verify_sha256:
-        expected = str(manifest.get("model", {}).get("sha256", ""))
+        expected = str(_section(manifest, "model", model_path).get("sha256", ""))
         actual = sha256_bytes(model_bytes)
         if expected != actual:
             raise BundleIntegrityError(
@@ -148,8 +196,10 @@ def load_model_info(
     if EMBEDDED_INFO_NAME in packed:
         try:
             info = json.loads(packed[EMBEDDED_INFO_NAME].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             raise ModelError(f"{model_path}: its embedded {EMBEDDED_INFO_NAME} is corrupt; re-export the model") from None
+        if not isinstance(info, dict):
+            raise ModelError(f"{model_path}: its embedded {EMBEDDED_INFO_NAME} is not a JSON object; re-export the model")
     if manifest is not None:
         info = {**info, **manifest}
 
@@ -157,7 +207,7 @@ def load_model_info(
     if labels_path is not None:
         labels = read_labels(labels_path)
     elif info.get("labels"):
-        labels = tuple(str(label) for label in info["labels"])
+        labels = _labels_from_info(info["labels"], model_path)
     else:
         text_files = [name for name in packed if name.endswith(".txt")]
         wanted = str(info.get("labels_file", LABELS_NAME))
@@ -168,7 +218,7 @@ def load_model_info(
             except UnicodeDecodeError:
                 raise ModelError(f"{model_path}: its embedded labels are not UTF-8") from None
 
-    inp = info.get("input", {})
+    inp = _section(info, "input", model_path)
     try:
         resize = ResizePolicy(inp.get("resize", ResizePolicy.CENTER_CROP.value))
     except ValueError:
@@ -182,8 +232,28 @@ def load_model_info(
         labels=labels,
         resize=resize,
         color_order=color,
-        input_mean=float(inp.get("mean", 0.0 if info else 127.5)),
-        input_std=float(inp.get("std", 1.0 if info else 127.5)),
+        input_mean=_number(inp.get("mean", 0.0 if info else 127.5), "input.mean", model_path),
+        input_std=_nonzero(_number(inp.get("std", 1.0 if info else 127.5), "input.std", model_path), "input.std", model_path),
         manifest=info,
         is_tledge_bundle=bool(info.get("format") == FORMAT_NAME),
     )
+
+
+def _labels_from_info(value: Any, where: Path) -> tuple[str, ...]:
+    """The manifest's "labels": a list of strings."""
+    if not isinstance(value, list) or not all(isinstance(label, str) for label in value):
+        raise ModelError(f"{where}: \"labels\" must be a list of strings; re-export the bundle or pass --labels FILE")
+    return tuple(value)
+
+
+def _number(value: Any, key: str, where: Path) -> float:
+    """A finite number from the manifest (bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+        raise ModelError(f"{where}: \"{key}\" must be a finite number, not {value!r}; re-export the bundle")
+    return float(value)
+
+
+def _nonzero(value: float, key: str, where: Path) -> float:
+    if value == 0.0:
+        raise ModelError(f"{where}: \"{key}\" is 0 (pixels would be divided by it); re-export the bundle")
+    return value
