@@ -28,3 +28,11 @@ def colour_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("colour-video") / "colours.avi"
     write_colour_video(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def big_noisy_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """640x480 at 30 fps with heavy noise: JPEGs big enough to fill a stalled viewer's socket fast."""
+    path = tmp_path_factory.mktemp("noisy-video") / "noisy.avi"
+    write_colour_video(path, frames_per_colour=10, fps=30.0, size=(640, 480), noise=60.0)
+    return path

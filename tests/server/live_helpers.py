@@ -7,7 +7,9 @@ construction, and it runs in well under a millisecond on the test machine.
 
 from __future__ import annotations
 
+import http.client
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +21,7 @@ import pytest
 from edge.bundle import ModelInfo
 from edge.classifier import Classifier
 from edge.pipeline import Pipeline, PipelineOptions
+from edge.server import BOUNDARY
 from edge.sources import VideoFileSource
 
 COLOURS: dict[str, tuple[int, int, int]] = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}  # RGB
@@ -42,7 +45,9 @@ def make_colour_model(folder: Path) -> tuple[Path, Path]:
     return model, labels
 
 
-def write_colour_video(path: Path, frames_per_colour: int = 20, fps: float = 20.0, size: tuple[int, int] = (160, 120)) -> list[str]:
+def write_colour_video(
+    path: Path, frames_per_colour: int = 20, fps: float = 20.0, size: tuple[int, int] = (160, 120), noise: float = 12.0
+) -> list[str]:
     """An MJPG .avi: red, green, blue segments with noise and a moving bright bar; returns the truth per frame."""
     width, height = size
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
@@ -52,7 +57,7 @@ def write_colour_video(path: Path, frames_per_colour: int = 20, fps: float = 20.
     try:
         for name, rgb in COLOURS.items():
             for i in range(frames_per_colour):
-                frame = np.clip(np.array(rgb) + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+                frame = np.clip(np.array(rgb) + rng.normal(0, noise, (height, width, 3)), 0, 255).astype(np.uint8)
                 x = (i * 7) % (width - 12)
                 frame[:, x : x + 12] = 255  # moves every frame: a live image changes
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
@@ -63,7 +68,7 @@ def write_colour_video(path: Path, frames_per_colour: int = 20, fps: float = 20.
 
 
 class Counter:
-    """A sink that counts frames and records how long the sinks before it took."""
+    """A sink that counts the frames the pipeline processed and their labels."""
 
     def __init__(self) -> None:
         self.frames = 0
@@ -100,3 +105,76 @@ def running_pipeline(info: ModelInfo, video: Path, sinks: list, **options) -> It
     assert not thread.is_alive(), "the pipeline did not stop"
     if errors:
         raise errors[0]
+
+
+class TimedSink:
+    """Wraps a sink and records how long each `emit` took (ms): the cost to the inference loop."""
+
+    def __init__(self, sink) -> None:  # noqa: ANN001 - any Sink
+        self.sink = sink
+        self.emit_ms: list[float] = []
+
+    def emit(self, frame_rgb: np.ndarray, result) -> None:  # noqa: ANN001 - FrameResult
+        start = time.perf_counter()
+        self.sink.emit(frame_rgb, result)
+        self.emit_ms.append((time.perf_counter() - start) * 1000.0)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class MjpegViewer(threading.Thread):
+    """A well-behaved viewer of /stream.mjpg: reads every part, keeps arrival times and the last JPEG."""
+
+    def __init__(self, port: int, query: str = "", timeout: float = 10.0) -> None:
+        super().__init__(name=f"viewer-{port}", daemon=True)
+        self.port, self.query, self.timeout = port, query, timeout
+        self.times: list[float] = []  # time.monotonic() of each complete frame, s
+        self.last_jpeg = b""
+        self.content_type = ""
+        self.error: BaseException | None = None
+        self.ended = threading.Event()  # the server closed the stream
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", f"/stream.mjpg{self.query}")
+            response = conn.getresponse()
+            self.content_type = response.getheader("Content-Type", "")
+            while not self._halt.is_set():
+                line = response.readline()
+                if not line:
+                    self.ended.set()
+                    return
+                if line.strip() != f"--{BOUNDARY}".encode():
+                    continue
+                length = 0
+                while (header := response.readline()) not in (b"\r\n", b""):
+                    name, _, value = header.decode("ascii").partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                self.last_jpeg = response.read(length)
+                self.times.append(time.monotonic())
+        except (OSError, http.client.HTTPException) as exc:
+            if not self._halt.is_set():
+                self.error = exc
+        finally:
+            conn.close()
+
+    def frames_between(self, start: float, end: float) -> int:
+        return sum(start <= t < end for t in self.times)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=self.timeout + 5)
+
+
+def wait_until(condition, timeout: float, step: float = 0.05) -> bool:  # noqa: ANN001 - a callable
+    """Poll `condition()` until it is true or `timeout` seconds pass (bounded loop)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return bool(condition())
