@@ -45,3 +45,47 @@ def synthetic_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, lis
     from trainer.synthetic import make_video
 
     return make_video(tmp_path_factory.mktemp("video") / "clip.avi", frames_per_class=10)
+
+
+def make_tiny_run(data_dir: Path, out_dir: Path, **overrides: object) -> Path:
+    """Train a tiny real run (48 px, MobileNetV2 alpha 0.35, weights none, 1 epoch).
+
+    `overrides` replace fields of `HyperParams` (e.g. epochs=2). Returns the run directory,
+    which follows the run-directory contract (model.keras, labels.txt, run.json, ...).
+    A random backbone's features are tiny, so the model's accuracy is near chance: use it
+    to test plumbing, not accuracy.
+    """
+    from dataclasses import replace
+
+    from trainer.config import (
+        CacheMode,
+        DataOptions,
+        FeatureEngine,
+        HyperParams,
+        ModelOptions,
+        RuntimeOptions,
+        TrainOptions,
+        WeightsKind,
+        WeightsSpec,
+    )
+    from trainer.train import train
+
+    options = TrainOptions(
+        data=DataOptions(data_dir),
+        model=ModelOptions(alpha=0.35, image_size=48, weights=WeightsSpec(WeightsKind.NONE)),
+        hyper=replace(HyperParams(epochs=1, augment_views=1), **overrides),  # type: ignore[arg-type]
+        runtime=RuntimeOptions(engine=FeatureEngine.KERAS, cache=CacheMode.MEMORY, quiet=True),
+        out_dir=out_dir,
+        name="tiny",
+        seed=0,
+    )
+    return train(options).run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished training run on `synthetic_dataset` (about 10 s on 2 cores), shared by the session.
+
+    Read-only: copy it (shutil.copytree) before changing anything in it.
+    """
+    return make_tiny_run(synthetic_dataset, tmp_path_factory.mktemp("runs"))
