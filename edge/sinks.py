@@ -159,6 +159,8 @@ class WindowSink:
 
     def __init__(self, title: str = "tledge") -> None:
         self.title = title
+        if not display_available():  # Qt would abort the whole process, not raise
+            raise TledgeError("Cannot open a window: no display is available (DISPLAY is not set); use --display off")
         try:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
         except cv2.error as exc:
