@@ -121,3 +121,9 @@ def test_without_aiohttp_the_error_names_the_extra(colour_model) -> None:
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert 'pip install "tledge[serve]"' in result.stdout
+
+
+def test_importing_the_server_loads_neither_tensorflow_nor_aiohttp() -> None:
+    code = "import sys, edge.server; print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'trainer', 'aiohttp')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
