@@ -1,0 +1,109 @@
+"""Write a bundle folder so that it is either complete or absent.
+
+Files go into a hidden staging folder beside the target (same filesystem, so the final
+rename is atomic), each written to a temporary name and renamed. Only when every file is
+there does the staging folder take the target's place. With ``force`` an existing bundle
+is moved aside first and deleted only after the new one is in place; if anything fails,
+it is moved back. An interrupted export leaves no partial file at the target.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from edge.errors import ExportError
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder + os.replace."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _occupied(path: Path) -> bool:
+    """True when `path` exists and is not an empty folder."""
+    if not os.path.lexists(path):
+        return False
+    return not (path.is_dir() and not path.is_symlink() and not any(path.iterdir()))
+
+
+def check_target(target: Path, force: bool) -> None:
+    """Fail early (before minutes of conversion) when `target` cannot be written."""
+    if os.path.lexists(target) and not target.is_dir():
+        raise ExportError(f"{target} exists and is not a folder; choose another --out")
+    if _occupied(target) and not force:
+        raise ExportError(f"A bundle already exists at {target}; pass --force to replace it, or choose another --out")
+
+
+class BundleStaging:
+    """A staging folder that becomes `target` on `commit()` and vanishes otherwise.
+
+    >>> with BundleStaging(Path("models/x"), force=False) as stage:
+    ...     stage.write("model.tflite", data)
+    ...     stage.commit()
+    """
+
+    def __init__(self, target: Path, force: bool) -> None:
+        self.target = Path(target)
+        self.force = force
+        self.dir: Path | None = None
+        self.committed = False
+
+    def __enter__(self) -> "BundleStaging":
+        check_target(self.target, self.force)
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self.dir = Path(tempfile.mkdtemp(dir=self.target.parent, prefix=f".{self.target.name}.partial-"))
+        except OSError as exc:
+            raise ExportError(f"Cannot create the bundle folder next to {self.target}: {exc.strerror or exc}") from None
+        return self
+
+    def write(self, name: str, data: bytes) -> Path:
+        """Write one file of the bundle (atomically) and return its staged path."""
+        if self.dir is None:
+            raise RuntimeError("BundleStaging.write outside its `with` block")
+        path = self.dir / name
+        try:
+            write_atomic(path, data)
+        except OSError as exc:
+            raise ExportError(f"Cannot write {name} of the bundle: {exc.strerror or exc}; check free disk space") from None
+        return path
+
+    def commit(self) -> Path:
+        """Move the complete staging folder into place; return the bundle folder."""
+        if self.dir is None:
+            raise RuntimeError("BundleStaging.commit outside its `with` block")
+        check_target(self.target, self.force)  # someone may have written it meanwhile
+        old = None
+        if os.path.lexists(self.target):
+            old = Path(tempfile.mkdtemp(dir=self.target.parent, prefix=f".{self.target.name}.old-"))
+            os.replace(self.target, old / "bundle")
+        try:
+            os.replace(self.dir, self.target)
+        except OSError as exc:
+            if old is not None:
+                os.replace(old / "bundle", self.target)
+                shutil.rmtree(old, ignore_errors=True)
+            raise ExportError(f"Cannot move the new bundle into {self.target}: {exc.strerror or exc}") from None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self.committed = True
+        self.dir = None
+        return self.target
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None

@@ -1,0 +1,267 @@
+"""`tledge export`: a training run -> a verified, self-describing .tflite bundle.
+
+    run dir ──convert──> .tflite ──check file──> + metadata ──verify (edge runtime)──> bundle
+
+The run directory is what `tledge train` writes (model.keras, labels.txt, run.json,
+splits.json). The bundle format is documented in models/README.md.
+
+>>> result = export("runs/clothing", ExportOptions.for_int8())
+>>> result.report["splits"]["test"]["tflite_accuracy"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.bundle import LABELS_NAME, MANIFEST_NAME, MODEL_NAME, load_model_info
+from edge.errors import ExportError
+from edge.preprocess import ResizePolicy
+from trainer.bundle_writer import BundleStaging, check_target
+from trainer.convert import convert, representative_dataset, stratified_sample
+from trainer.export_config import (
+    MIN_CALIBRATION_IMAGES,
+    ExportOptions,
+    IOType,
+    QuantizationMode,
+)
+from trainer.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
+from trainer.tflite_inspect import TfliteSummary, inspect_tflite
+from trainer.verify import bundle_metrics, judge, verify
+
+__all__ = ["ExportOptions", "ExportResult", "IOType", "QuantizationMode", "RunInfo", "export", "load_run", "CalibrationWarning"]
+
+REPORT_NAME = "report.json"
+Log = Callable[[str], None]
+
+
+class CalibrationWarning(UserWarning):
+    """Too few calibration images for reliable int8 ranges."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The parts of a training run directory the exporter uses."""
+
+    run_dir: Path
+    name: str
+    labels: tuple[str, ...]
+    image_size: tuple[int, int]  # (height, width), pixels
+    resize: ResizePolicy
+    backbone: dict[str, Any]
+    splits: dict[str, list[tuple[str, int]]] = field(repr=False)
+
+    @property
+    def model_path(self) -> Path:
+        return self.run_dir / "model.keras"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the bundle went and what verification measured."""
+
+    bundle_dir: Path
+    model_path: Path
+    labels_path: Path
+    manifest_path: Path
+    report_path: Path
+    report: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ExportError(f"{path} is missing: pass a run directory written by `tledge train`") from None
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"Cannot read {path}: {exc}; re-run `tledge train` to rewrite it") from None
+
+
+def _check_labels(labels: list[Any], where: Path) -> tuple[str, ...]:
+    if not labels or not all(isinstance(label, str) and label.strip() for label in labels):
+        raise ExportError(f"{where}: 'labels' must be a non-empty list of non-blank names")
+    if any("\n" in label or "\r" in label for label in labels):
+        raise ExportError(f"{where}: a label contains a line break, which labels.txt cannot hold; rename the class folder")
+    if len(set(labels)) != len(labels):
+        raise ExportError(f"{where}: duplicate labels; class names must be unique")
+    return tuple(labels)
+
+
+def _check_split(items: Any, num_classes: int, name: str, where: Path) -> list[tuple[str, int]]:
+    out = []
+    for entry in items or []:
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[1], int)):
+            raise ExportError(f"{where}: split '{name}' has a malformed entry {entry!r}; expected [path, class_index]")
+        if not 0 <= entry[1] < num_classes:
+            raise ExportError(f"{where}: split '{name}' has class index {entry[1]} for {num_classes} labels")
+        out.append((str(entry[0]), int(entry[1])))
+    return out
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> RunInfo:
+    """Read and check a training run directory. Raises `ExportError` with a remedy."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ExportError(f"Run directory not found: {run_dir}; pass the folder `tledge train` wrote")
+    run = _read_json(run_dir / "run.json")
+    raw_splits = _read_json(run_dir / "splits.json")
+    if not isinstance(run, dict) or not isinstance(raw_splits, dict):
+        raise ExportError(f"{run_dir}: run.json and splits.json must hold JSON objects; re-run `tledge train`")
+    labels = _check_labels(run.get("labels") or [], run_dir / "run.json")
+    try:
+        height, width = (int(v) for v in run["image_size"])
+        resize = ResizePolicy(run.get("resize", ResizePolicy.CENTER_CROP.value))
+    except (KeyError, TypeError, ValueError):
+        raise ExportError(f"{run_dir / 'run.json'}: needs 'image_size': [height, width] and a known 'resize'") from None
+    splits = {name: _check_split(raw_splits.get(name), len(labels), name, run_dir / "splits.json") for name in ("train", "val", "test")}
+    if not (run_dir / "model.keras").is_file():
+        raise ExportError(f"{run_dir / 'model.keras'} is missing; the training run did not finish — train again")
+    return RunInfo(
+        run_dir=run_dir,
+        name=str(run.get("name") or run_dir.name),
+        labels=labels,
+        image_size=(height, width),
+        resize=resize,
+        backbone=dict(run.get("backbone") or {}),
+        splits=splits,
+    )
+
+
+def _load_keras(run: RunInfo) -> Any:
+    from trainer.deps import require_keras
+
+    keras = require_keras("tledge export")
+    try:
+        model = keras.models.load_model(run.model_path, compile=False)
+    except (ValueError, OSError, TypeError) as exc:
+        raise ExportError(f"Cannot load {run.model_path}: {exc}. Re-train with this tledge version") from None
+    shape_in, shape_out = tuple(model.input_shape), tuple(model.output_shape)
+    if len(shape_in) != 4 or tuple(shape_in[1:]) != (*run.image_size, 3):
+        raise ExportError(f"{run.model_path} takes {shape_in}, but run.json says {run.image_size}; the run folder is inconsistent — re-train")
+    if len(shape_out) != 2 or shape_out[1] != len(run.labels):
+        raise ExportError(f"{run.model_path} has {shape_out[-1]} outputs for {len(run.labels)} labels; re-train")
+    return model
+
+
+def check_file(summary: TfliteSummary, options: ExportOptions) -> None:
+    """Check the converted file itself: builtin ops only, and the I/O types asked for."""
+    if summary.custom_ops:
+        raise ExportError(f"The converted model needs non-builtin ops {list(summary.custom_ops)} that devices lack; try another --mode")
+    if len(summary.inputs) != 1 or len(summary.outputs) != 1:
+        raise ExportError("The converted model must have one input and one output (an image classifier)")
+    dtype_in, dtype_out = summary.inputs[0].dtype, summary.outputs[0].dtype
+    if options.quantization is QuantizationMode.INT8:
+        wanted = options.io_type.value.upper()
+        if (dtype_in, dtype_out) != (wanted, wanted) or "FLOAT32" in summary.tensor_dtypes:
+            raise ExportError(
+                f"int8 conversion did not give a full-integer model (input {dtype_in}, output {dtype_out}, "
+                f"tensor types {list(summary.tensor_dtypes)}); a layer may lack an int8 kernel — try --mode dynamic"
+            )
+    elif (dtype_in, dtype_out) != ("FLOAT32", "FLOAT32"):
+        raise ExportError(f"{options.quantization.value} conversion gave {dtype_in}/{dtype_out} I/O instead of float32")
+
+
+def _same_outputs(a: bytes, b: bytes, shape: tuple[int, ...], dtype: str) -> bool:
+    """Whether two files (same graph, different metadata) answer one input identically."""
+    from edge.runtime import make_interpreter
+
+    rng = np.random.default_rng(0)
+    tensor = rng.integers(0, 256, size=shape).astype(np.float32)
+    if dtype == "INT8":
+        tensor -= 128
+    tensor = tensor.astype(dtype.lower())
+    outputs = []
+    for content in (a, b):
+        interpreter, _ = make_interpreter(content, threads=1)
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor)
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy())
+    return bool(np.array_equal(outputs[0], outputs[1]))
+
+
+def _source_run(run_dir: Path) -> str:
+    rel = os.path.relpath(run_dir.resolve(), Path.cwd())
+    return rel if not rel.startswith("..") else str(run_dir.resolve())
+
+
+def _calibration(run: RunInfo, options: ExportOptions, notes: list[str], log: Log) -> tuple[Any, int]:
+    if options.quantization is not QuantizationMode.INT8:
+        return None, 0
+    chosen = stratified_sample(run.splits["train"], options.calibration_images, options.seed)
+    if len(chosen) < MIN_CALIBRATION_IMAGES:
+        message = (
+            f"Only {len(chosen)} calibration images (fewer than {MIN_CALIBRATION_IMAGES}): int8 ranges may be "
+            "unreliable. Add training images or raise --calibration-images"
+        )
+        notes.append(message)
+        warnings.warn(message, CalibrationWarning, stacklevel=3)
+        log(f"warning: {message}")
+    return representative_dataset([path for path, _ in chosen], run.image_size, run.resize), len(chosen)
+
+
+def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptions(), log: Log | None = None) -> ExportResult:
+    """Convert, verify and write the bundle of the run at `run_dir`. See the module docstring.
+
+    Raises `ExportError` (or its subclass `VerificationFailed`, carrying the report) with a
+    remedy; nothing is left at the target folder in that case.
+    """
+    log = log or (lambda message: None)
+    if options.calibration_images < 1:
+        raise ExportError("--calibration-images must be at least 1")
+    if options.max_drop < 0:
+        raise ExportError("--max-drop is in accuracy points and must be >= 0")
+    run = load_run(run_dir)
+    target = Path(options.out) if options.out else Path("models") / run.name
+    check_target(target, options.force)
+    model = _load_keras(run)
+    notes: list[str] = []
+    representative, calibration_count = _calibration(run, options, notes, log)
+    log(f"converting to {options.quantization.value}" + (f" with {calibration_count} calibration images" if calibration_count else ""))
+    raw = convert(model, options.quantization, options.io_type, representative)
+    summary = inspect_tflite(raw)
+    check_file(summary, options)
+    facts = BundleFacts(run.name, run.labels, run.image_size, run.resize.value, run.backbone, _source_run(run.run_dir), options.quantization)
+    with BundleStaging(target, options.force) as stage:
+        staged = stage.write(MODEL_NAME, embed_metadata(raw, facts, bundle_info(facts, summary, None)))
+        log("verifying with the edge runtime on val + test")
+        measured = verify(model, staged, {"val": run.splits["val"], "test": run.splits["test"]}, run.labels, options.threads)
+        report = {
+            "quantization": options.quantization.value,
+            "io": summary.inputs[0].dtype.lower(),
+            "calibration_images": calibration_count,
+            "ops": list(summary.ops),
+            "tensor_dtypes": list(summary.tensor_dtypes),
+            "source_run": facts.source_run,
+            "warnings": notes,
+            **measured,
+        }
+        report = judge(report, options.max_drop, options.accept_drop)
+        info = bundle_info(facts, summary, bundle_metrics(report))
+        final = embed_metadata(raw, facts, info)
+        if not _same_outputs(staged.read_bytes(), final, summary.inputs[0].shape, summary.inputs[0].dtype):
+            raise ExportError("Re-embedding the metadata changed the model's outputs; please report this bug")
+        bundle_manifest = manifest(info, final)
+        stage.write(MODEL_NAME, final)
+        stage.write(LABELS_NAME, labels_text(run.labels))
+        stage.write(MANIFEST_NAME, info_json(bundle_manifest))
+        stage.write(REPORT_NAME, info_json(report))
+        load_model_info(stage.dir)  # type: ignore[arg-type]  # the device's checks: sha256, labels, format
+        bundle_dir = stage.commit()
+    log(f"bundle written to {bundle_dir}")
+    return ExportResult(
+        bundle_dir=bundle_dir,
+        model_path=bundle_dir / MODEL_NAME,
+        labels_path=bundle_dir / LABELS_NAME,
+        manifest_path=bundle_dir / MANIFEST_NAME,
+        report_path=bundle_dir / REPORT_NAME,
+        report=report,
+        manifest=bundle_manifest,
+    )

@@ -1,0 +1,77 @@
+"""Options of `tledge export`: frozen dataclasses and str-Enums, no side effects.
+
+Change one with `dataclasses.replace(options, ...)`; the exporter never mutates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+
+class QuantizationMode(str, Enum):
+    """How the float Keras model becomes a .tflite file."""
+
+    INT8 = "int8"  # full-integer: int8 weights and activations, integer I/O
+    FLOAT16 = "float16"  # float16 weights, float32 compute and I/O
+    DYNAMIC = "dynamic"  # int8 weights, float activations (dynamic-range)
+    FLOAT32 = "float32"  # no quantization
+
+
+class IOType(str, Enum):
+    """Input/output tensor type of a full-integer (int8) model."""
+
+    UINT8 = "uint8"  # raw camera pixels go in as they are (scale 1, zero point 0)
+    INT8 = "int8"  # for accelerators that want signed I/O
+
+
+#: Calibration images used for int8 when the user does not say.
+DEFAULT_CALIBRATION_IMAGES = 300
+#: Fewer calibration images than this gives unreliable int8 ranges: warn.
+MIN_CALIBRATION_IMAGES = 100
+#: Largest accepted drop of accuracy from Keras to .tflite, in percentage points.
+DEFAULT_MAX_DROP = 2.0
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything `trainer.export.export` needs besides the run directory.
+
+    `out` is the bundle folder (default: ``models/<run name>``, relative to the current
+    directory). `max_drop` is in percentage points of accuracy (val + test pooled).
+    """
+
+    quantization: QuantizationMode = QuantizationMode.FLOAT32
+    io_type: IOType = IOType.UINT8
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    out: Path | None = None
+    force: bool = False
+    max_drop: float = DEFAULT_MAX_DROP
+    accept_drop: bool = False
+    threads: int | None = None  # interpreter threads for verification; None: runtime default
+    seed: int = 0  # calibration sampling
+
+    def __post_init__(self) -> None:
+        # Coerce plain strings (from JSON or scripts) to the enums once, at the boundary.
+        object.__setattr__(self, "quantization", QuantizationMode(self.quantization))
+        object.__setattr__(self, "io_type", IOType(self.io_type))
+        if self.out is not None:
+            object.__setattr__(self, "out", Path(self.out))
+
+    @classmethod
+    def for_int8(cls, io_type: IOType | str = IOType.UINT8, **kwargs: object) -> "ExportOptions":
+        """Full-integer int8 (the default of ``tledge export --quantize``)."""
+        return cls(quantization=QuantizationMode.INT8, io_type=IOType(io_type), **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def for_float16(cls, **kwargs: object) -> "ExportOptions":
+        return cls(quantization=QuantizationMode.FLOAT16, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def for_dynamic(cls, **kwargs: object) -> "ExportOptions":
+        return cls(quantization=QuantizationMode.DYNAMIC, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def for_float32(cls, **kwargs: object) -> "ExportOptions":
+        return cls(quantization=QuantizationMode.FLOAT32, **kwargs)  # type: ignore[arg-type]
