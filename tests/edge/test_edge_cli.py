@@ -80,7 +80,8 @@ def test_run_with_a_bad_source_or_option_exits_1(colour_bundle, tmp_path) -> Non
     assert result.exit_code == 2 and "--display" in result.output
 
 
-def test_sigterm_stops_a_real_run_with_a_final_stats_line(colour_bundle, colour_video) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_a_real_run_with_a_final_stats_line(colour_bundle, colour_video, signum) -> None:
     cmd = [sys.executable, "-m", "trainer.cli", "run", str(colour_bundle), "--source", str(colour_video[0]), "--loop", "--realtime", "--display", "off"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("DISPLAY", None)
@@ -89,13 +90,13 @@ def test_sigterm_stops_a_real_run_with_a_final_stats_line(colour_bundle, colour_
         first = proc.stdout.readline()  # the pipeline is running once a result is out
         assert json.loads(first)["index"] == 0
         time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert "stopped (SIGTERM):" in err and "fps" in err and "latency p50" in err
+    assert f"stopped ({signal.Signals(signum).name}):" in err and "fps" in err and "latency p50" in err
     assert "Traceback" not in err
 
 
