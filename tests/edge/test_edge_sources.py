@@ -158,3 +158,33 @@ def test_pi_camera_without_picamera2_names_the_install_command() -> None:
         pass
     with pytest.raises(SourceError, match="apt install python3-picamera2"):
         PiCameraSource().open()
+
+
+def test_http_stream_is_read_as_a_live_source(tmp_path) -> None:
+    """A real HTTP server on localhost serves a video; OpenCV (FFmpeg) reads it as a stream."""
+    import functools
+    import http.server
+    import threading
+
+    write_rgb_video(tmp_path / "live.avi", (20, 200, 20), frames=6)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = open_source(f"http://127.0.0.1:{server.server_address[1]}/live.avi")
+        assert isinstance(source, CameraSource) and source.is_live
+        try:
+            source.open()
+        except SourceError:
+            pytest.skip("this OpenCV build cannot read HTTP streams (no FFmpeg backend)")
+        with source:
+            frame_rgb = source.read()
+            assert frame_rgb[..., 1].mean() > 150 > frame_rgb[..., 0].mean()  # green, in RGB order
+            for _ in range(5):
+                source.read()
+            with pytest.raises(SourceError, match="stopped delivering"):  # the stream ended
+                source.read()
+    finally:
+        server.shutdown()
+        server.server_close()
