@@ -25,6 +25,7 @@ import concurrent.futures
 import hmac
 import ipaddress
 import json
+import logging
 import socket
 import sys
 import threading
@@ -32,7 +33,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Callable
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import cv2
 import numpy as np
@@ -44,6 +45,8 @@ from edge.sinks import draw_overlay
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+log = logging.getLogger("tledge.edge")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -89,6 +92,16 @@ class ServeOptions:
     def all_interfaces(self) -> bool:
         """True when the server listens on every network interface (0.0.0.0 or ::)."""
         return is_all_interfaces(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and the loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def is_all_interfaces(host: str) -> bool:
@@ -301,6 +314,8 @@ class LiveViewSink:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             if not ready.done():
                 ready.set_exception(exc)
+            else:
+                log.error("the live view server stopped: %s", exc)
         finally:
             loop.close()
 
@@ -340,22 +355,31 @@ class LiveViewSink:
         while True:
             next_tick = max(next_tick + period, loop.time())  # fell behind: no burst
             await asyncio.sleep(next_tick - loop.time())
-            result, result_seq, frame, frame_result, frame_seq = self._latest.snapshot()
-            changed = False
-            if result is not None and result_seq != seen_result:
-                self._json = json.dumps(result.to_dict(), ensure_ascii=False)
-                self._json_version, seen_result, changed = self._json_version + 1, result_seq, True
-            if frame is not None and frame_result is not None and frame_seq != seen_frame and self._stream_viewers:
-                seen_frame = frame_seq
-                try:
-                    opts = self.options
-                    self._jpeg = await loop.run_in_executor(self._encoder, encode_frame, frame, frame_result, opts.max_width, opts.jpeg_quality)
-                    self._jpeg_version, changed = self._jpeg_version + 1, True
-                except (cv2.error, ValueError):
-                    pass  # an odd frame (e.g. not 3 channels): skip it, keep serving
-            if changed and self._cond is not None:
-                async with self._cond:
-                    self._cond.notify_all()
+            try:
+                seen_result, seen_frame = await self._publish(seen_result, seen_frame)
+            except Exception as exc:  # noqa: BLE001 - an unattended device keeps serving
+                log.warning("live view: skipped a frame (%s)", exc)
+
+    async def _publish(self, seen_result: int, seen_frame: int) -> tuple[int, int]:
+        """Share the result and frame newer than `seen_*` with the viewers; return the new `seen_*`."""
+        result, result_seq, frame, frame_result, frame_seq = self._latest.snapshot()
+        changed = False
+        if result is not None and result_seq != seen_result:
+            self._json = json.dumps(result.to_dict(), ensure_ascii=False)
+            self._json_version, seen_result, changed = self._json_version + 1, result_seq, True
+        if frame is not None and frame_result is not None and frame_seq != seen_frame and self._stream_viewers:
+            seen_frame = frame_seq
+            opts = self.options
+            loop = asyncio.get_running_loop()
+            try:
+                self._jpeg = await loop.run_in_executor(self._encoder, encode_frame, frame, frame_result, opts.max_width, opts.jpeg_quality)
+                self._jpeg_version, changed = self._jpeg_version + 1, True
+            except (cv2.error, ValueError) as exc:  # an odd frame (e.g. not 3 channels): skip it
+                log.debug("live view: cannot encode frame %d (%s)", frame_result.index, exc)
+        if changed and self._cond is not None:
+            async with self._cond:
+                self._cond.notify_all()
+        return seen_result, seen_frame
 
     async def _newer(self, version: Callable[[], int], seen: int, timeout: float) -> bool:
         """Wait until `version()` passes `seen`; False on timeout or shutdown."""
@@ -379,8 +403,17 @@ class LiveViewSink:
     def _auth_middleware(self) -> Any:
         web = self._web
 
+        local_only = is_loopback(self.options.host)
+
         @web.middleware
         async def auth(request: "web.Request", handler: Any) -> "web.StreamResponse":
+            # Bound to loopback, answer only to loopback names: a web page whose DNS name is
+            # re-pointed to 127.0.0.1 (DNS rebinding) must not read the camera.
+            if local_only and not is_loopback(urlsplit(f"//{request.host}").hostname or ""):
+                return web.json_response(
+                    {"error": "this live view answers only to localhost / 127.0.0.1; to reach it by another name, bind that address with --serve HOST:PORT"},
+                    status=403,
+                )
             if not self._authorized(request):
                 return web.json_response(
                     {"error": "missing or wrong token: open the URL printed by tledge run (…/?token=…) or send 'Authorization: Bearer TOKEN'"},
@@ -427,6 +460,8 @@ class LiveViewSink:
             seen = 0
             while not self._closing:
                 if not await self._newer(lambda: self._jpeg_version, seen, _KEEPALIVE_S):
+                    if _gone(request):
+                        break
                     continue
                 seen, jpeg = self._jpeg_version, self._jpeg
                 head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode("ascii")
@@ -462,6 +497,11 @@ class LiveViewSink:
         finally:
             self._viewers -= 1
         return response
+
+
+def _gone(request: "web.Request") -> bool:
+    """True once the viewer's connection is closed (seen without writing to it)."""
+    return request.transport is None or request.transport.is_closing()
 
 
 async def _security_headers(request: "web.Request", response: "web.StreamResponse") -> None:

@@ -79,6 +79,8 @@ def test_all_interfaces_is_opt_in_with_a_warning(colour_info, capsys) -> None:
     with LiveViewSink.from_cli("0.0.0.0:0", None, colour_info) as sink:
         assert sink.address[0] == "0.0.0.0"
         assert urllib.request.urlopen(f"http://127.0.0.1:{sink.port}/api/model", timeout=5).status == 200
+        by_name = urllib.request.Request(f"http://127.0.0.1:{sink.port}/api/model", headers={"Host": "mypi.local"})
+        assert urllib.request.urlopen(by_name, timeout=5).status == 200  # reached by the device's LAN name
     err = capsys.readouterr().err
     assert "warning" in err and "all network interfaces" in err and "--token" in err
 

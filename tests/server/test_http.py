@@ -23,7 +23,7 @@ def request(port: int, path: str, headers: dict[str, str] | None = None, read: b
     """One raw GET: the path goes on the wire exactly as written (no client-side normalisation)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.putrequest("GET", path, skip_accept_encoding=True)
+        conn.putrequest("GET", path, skip_host="Host" in (headers or {}), skip_accept_encoding=True)
         for key, value in (headers or {}).items():
             conn.putheader(key, value)
         conn.endheaders()
@@ -157,3 +157,16 @@ def test_events_stream_results(live: LiveViewSink) -> None:
     assert len(events) == 3
     assert [e["index"] for e in events] == sorted({e["index"] for e in events})  # new results, in order
     assert all(e["label"] in COLOURS for e in events)
+
+
+@pytest.mark.parametrize("host", ["evil.example:80", "192.168.1.5", "localhost.evil.example"])
+def test_loopback_server_refuses_foreign_host_names(live: LiveViewSink, host: str) -> None:
+    """DNS rebinding: a page at evil.example re-pointed to 127.0.0.1 gets nothing, even with the token."""
+    status, _, body = request(live.port, f"/api/latest?token={QUOTED}", {"Host": host})
+    assert status == 403 and b"localhost" in body
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]"])
+def test_loopback_names_are_accepted(live: LiveViewSink, host: str) -> None:
+    status, _, _ = request(live.port, f"/api/model?token={QUOTED}", {"Host": f"{host}:{live.port}"})
+    assert status == 200
