@@ -112,7 +112,7 @@ def run(
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many frames."),
     reconnect_attempts: Optional[int] = typer.Option(None, "--reconnect-attempts", min=1, help="Give up on a lost camera after this many attempts (default: never)."),
     serve: Optional[str] = typer.Option(None, "--serve", help="Live view in the browser at [HOST:]PORT."),
-    token: Optional[str] = typer.Option(None, "--token", help="Access token for --serve."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="TLEDGE_TOKEN", help="Access token for --serve (or set TLEDGE_TOKEN: other users can read a command line)."),
 ) -> None:
     """Classify a live camera, stream, video or image folder continuously."""
     from edge.pipeline import Pipeline, PipelineOptions, ReconnectPolicy, stop_on_signals

@@ -20,11 +20,11 @@ from live_helpers import COLOURS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_run(model: Path, labels: Path, video: Path, *extra: str) -> subprocess.Popen[str]:
+def start_run(model: Path, labels: Path, video: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     args = [sys.executable, "-m", "trainer.cli", "run", str(model), "--labels", str(labels), "--source", str(video),
             "--loop", "--realtime", "--display", "off", "--no-json", *extra]
     return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def read_url(process: subprocess.Popen[str], lines: list[str], timeout: float = 60) -> str:
@@ -47,9 +47,13 @@ def read_url(process: subprocess.Popen[str], lines: list[str], timeout: float = 
     return found[0]
 
 
-def test_run_serve_with_token(colour_model, colour_video) -> None:
+@pytest.mark.parametrize("way", ["flag", "environment"])
+def test_run_serve_with_token(colour_model, colour_video, way: str) -> None:
     model, labels = colour_model
-    process = start_run(model, labels, colour_video, "--serve", "127.0.0.1:0", "--token", "t0k")
+    if way == "flag":
+        process = start_run(model, labels, colour_video, "--serve", "127.0.0.1:0", "--token", "t0k")
+    else:  # TLEDGE_TOKEN keeps the secret out of `ps`
+        process = start_run(model, labels, colour_video, "--serve", "127.0.0.1:0", env={"TLEDGE_TOKEN": "t0k"})
     lines: list[str] = []
     try:
         url = read_url(process, lines)
