@@ -218,7 +218,11 @@ class Pipeline:
                         self._finish("end of input")
                         return
                     self.source.close()
-                    self.source.open()
+                    try:
+                        self.source.open()
+                    except SourceError as exc:  # e.g. the file was deleted while playing
+                        self._finish(f"source failed: {exc}")
+                        return
                     segment, start, read_in_segment = segment + 1, time.monotonic(), 0
                     continue
                 read_in_segment += 1

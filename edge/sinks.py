@@ -62,11 +62,27 @@ class JsonLinesSink:
         if self.on_change and self._emitted and result.label == self._last_label:
             return
         self._last_label, self._emitted = result.label, True
-        self.stream.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-        self.stream.flush()
+        try:
+            self.stream.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+            self.stream.flush()
+        except BrokenPipeError:  # the reader went away (`tledge run ... | head`): end cleanly
+            self._silence()
+            raise StopPipeline("output closed") from None
+
+    def _silence(self) -> None:
+        """Point a broken stdout at /dev/null, so the exit-time flush does not fail again."""
+        broken, self.stream = self.stream, open(os.devnull, "w", encoding="utf-8")
+        if broken is sys.stdout:
+            try:
+                os.dup2(self.stream.fileno(), broken.fileno())
+            except (OSError, ValueError):
+                pass  # not a real file descriptor (a test's capture)
 
     def close(self) -> None:
-        self.stream.flush()
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._silence()
 
 
 CSV_FIELDS = ("index", "timestamp", "label", "score", "latency_ms", "fps", "dropped", "top")

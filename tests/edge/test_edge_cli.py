@@ -100,6 +100,22 @@ def test_a_signal_stops_a_real_run_with_a_final_stats_line(colour_bundle, colour
     assert "Traceback" not in err
 
 
+def test_a_closed_stdout_pipe_ends_the_run_cleanly(colour_bundle, colour_video) -> None:
+    """`tledge run ... --loop | head -1`: the run stops with its stats line, exit 0, no traceback."""
+    cmd = [sys.executable, "-m", "trainer.cli", "run", str(colour_bundle), "--source", str(colour_video[0]), "--loop", "--display", "off"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(proc.stdout.readline())["index"] == 0
+        proc.stdout.close()  # the reader goes away, as `head` does
+        err = proc.stderr.read()
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped (output closed)" in err and "Traceback" not in err and "BrokenPipe" not in err
+
+
 def test_bench_reports_percentiles_per_thread_count_for_both_apis(colour_bundle) -> None:
     for api in ("interpreter", "compiled"):
         result = invoke("bench", colour_bundle, "--threads", "1,2", "--runs", "5", "--warmup", "1", "--api", api, "--json")
