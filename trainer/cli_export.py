@@ -1,18 +1,125 @@
-"""`tledge export` (owned by the exporter)."""
+"""`tledge export`: a training run -> a verified, self-describing .tflite bundle.
+
+TensorFlow is imported inside the command (through trainer.deps), never at module import.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from trainer.export_config import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, IOType, QuantizationMode
+
+_HELP = """Convert a training run to a verified, self-describing .tflite bundle.
+
+Without --quantize the model stays float32. --quantize alone gives full-integer int8
+with uint8 input (raw camera pixels, scale 1, zero point 0) and uint8 output; --io int8
+gives int8 input/output instead. --mode float16 or --mode dynamic (int8 weights, float
+activations) choose the lighter quantizations.
+
+Every export is run with the edge runtime over the run's val and test images and
+compared with the float Keras model; the command fails (exit 1) when accuracy drops by
+more than --max-drop points, unless --accept-drop is given. The bundle goes to
+models/<run name>/ (model.tflite, labels.txt, manifest.json, report.json).
+"""
+
+
+def choose_mode(quantize: bool, mode: QuantizationMode | None, io_type: IOType | None) -> QuantizationMode:
+    """The conversion mode the flags ask for; contradictions are usage errors."""
+    if mode is None:
+        mode = QuantizationMode.INT8 if quantize else QuantizationMode.FLOAT32
+    elif quantize and mode is QuantizationMode.FLOAT32:
+        raise typer.BadParameter("--quantize contradicts --mode float32; drop one of them", param_hint="--mode")
+    if io_type is not None and mode is not QuantizationMode.INT8:
+        raise typer.BadParameter(f"--io applies to int8 models only (this export is {mode.value})", param_hint="--io")
+    return mode
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100.0 * value:.1f}%"
+
+
+def _points(value: float | None) -> str:
+    return "n/a" if value is None else f"{value + 0.0:+.1f}"  # + 0.0 turns -0.0 into 0.0
+
+
+def render_report(report: dict[str, Any], console: Console) -> None:
+    """Print the verification report as rich tables."""
+    splits = Table(title=f"Verification: Keras float vs .tflite ({report['quantization']}, edge runtime)")
+    for column in ("split", "images", "float acc", "tflite acc", "change (pts)", "top-1 agreement"):
+        splits.add_column(column, justify="left" if column == "split" else "right")
+    for name, row in report["splits"].items():
+        drop = None if row["drop_points"] is None else 0.0 - row["drop_points"]
+        splits.add_row(name, str(row["images"]), _pct(row["float_accuracy"]), _pct(row["tflite_accuracy"]), _points(drop), _pct(row["top1_agreement"]))
+    console.print(splits)
+    classes = Table(title="Per class (val + test)")
+    for column in ("class", "images", "float acc", "tflite acc", "delta (pts)"):
+        classes.add_column(column, justify="left" if column == "class" else "right")
+    for row in report["per_class"]:
+        style = "red" if (row["delta_points"] or 0) < 0 else None
+        classes.add_row(row["label"], str(row["images"]), _pct(row["float_accuracy"]), _pct(row["tflite_accuracy"]), _points(row["delta_points"]), style=style)
+    console.print(classes)
+    latency = report["latency_ms"]
+    console.print(
+        f"size {report['model_size_bytes'] / 1e6:.2f} MB · mean latency {latency['mean']:.2f} ms "
+        f"(invoke {latency['invoke_mean']:.2f} ms, {report['backend']}) · input {report['io']}",
+        highlight=False,
+    )
+    verdict = "passed" if report["passed"] else ("accepted with --accept-drop" if report["accepted_drop"] else "FAILED")
+    console.print(f"accuracy drop {report['drop_points']:.2f} points (limit {report['max_drop_points']:g}): {verdict}", highlight=False)
 
 
 def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
-    @app.command()
+    """Add `export` to `app`; `wrap` maps domain errors to exit codes."""
+
+    @app.command(help=_HELP)
     @wrap
-    def export() -> None:
-        """Convert a training run to a verified, self-describing .tflite bundle."""
+    def export(
+        run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A run directory written by tledge train."),
+        quantize: bool = typer.Option(False, "--quantize", "-q", help="Quantize: full-integer int8 (uint8 camera-pixel input) unless --mode says otherwise."),
+        mode: Optional[QuantizationMode] = typer.Option(None, "--mode", help="int8 | float16 | dynamic | float32 (default: int8 with --quantize, else float32)."),
+        io: Optional[IOType] = typer.Option(None, "--io", help="int8 models: uint8 (raw pixels, default) or int8 input/output."),
+        calibration_images: int = typer.Option(DEFAULT_CALIBRATION_IMAGES, min=1, help="int8: training images used to calibrate ranges, stratified over classes."),
+        out: Optional[Path] = typer.Option(None, help="Bundle folder (default: models/<run name>)."),
+        force: bool = typer.Option(False, "--force", help="Replace an existing bundle (the old one stays until the new one is complete)."),
+        max_drop: float = typer.Option(DEFAULT_MAX_DROP, min=0.0, help="Largest accepted accuracy drop, in points (val + test)."),
+        accept_drop: bool = typer.Option(False, "--accept-drop", help="Write the bundle even when accuracy drops more than --max-drop."),
+        threads: Optional[int] = typer.Option(None, min=1, help="Interpreter threads for verification (default: all cores, at most 4)."),
+        json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout (progress stays on stderr)."),
+    ) -> None:
         from trainer.deps import require_tensorflow
 
+        chosen = choose_mode(quantize, mode, io)
         require_tensorflow("tledge export")
-        raise typer.Exit(2)
+        from trainer.export import CalibrationWarning, ExportOptions
+        from trainer.export import export as run_export
+        from trainer.verify import VerificationFailed
+
+        options = ExportOptions(
+            quantization=chosen, io_type=io or IOType.UINT8, calibration_images=calibration_images, out=out,
+            force=force, max_drop=max_drop, accept_drop=accept_drop, threads=threads,
+        )
+        err = Console(file=sys.stderr)
+        stdout = Console()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CalibrationWarning)  # shown through `log` instead
+                result = run_export(run_dir, options, log=lambda text: err.print(text, style="dim", highlight=False, markup=False))
+        except VerificationFailed as failure:
+            if json_out:
+                typer.echo(json.dumps({**failure.report, "bundle": None}, ensure_ascii=False))
+            else:
+                render_report(failure.report, stdout)
+            raise
+        if json_out:
+            typer.echo(json.dumps({**result.report, "bundle": str(result.bundle_dir)}, ensure_ascii=False))
+            return
+        render_report(result.report, stdout)
+        stdout.print(f"bundle: {result.bundle_dir}", highlight=False)

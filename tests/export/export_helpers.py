@@ -32,6 +32,11 @@ def build_model(num_classes: int, size: int = SIZE, seed: int = 0):
     )
     x = backbone(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            # A few dozen steps from scratch: let the moving statistics catch up, so
+            # inference mode (what gets exported) behaves like training mode.
+            layer.momentum = 0.5
     return keras.Model(inputs, outputs)
 
 
