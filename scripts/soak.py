@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""Soak test: run the real edge pipeline over a looping video for many frames and check
+that memory and open file descriptors stay flat.
+
+    scripts/soak.py                                 # 20,000 frames, tiny generated model
+    scripts/soak.py --frames 50000 --model models/clothing-small
+    scripts/soak.py --model ../shared/models/mobilenet_v2_1.0_224_quant.tflite \
+                    --labels ../shared/models/imagenet_labels.txt
+
+The video is generated with OpenCV (trainer.synthetic.make_video, MJPG AVI) and played
+with `loop=True`, so the source is closed and reopened at every end: a leak per reopen
+shows up as descriptor or memory growth. Sinks: JSON lines (to /dev/null), a CSV log
+(a real, growing file) and the overlay drawing of the window sink (no window needed).
+
+RSS and descriptors are sampled inside the run: the start values after `--warmup`
+frames (allocator and interpreter caches settled), the end values at the last frame.
+Prints JSON (frames, rss_start_mb, rss_end_mb, fds_start, fds_end, seconds, ...) and
+writes scripts/out/soak.json. Exit code 1 when RSS grows by `--max-rss-growth-mb` or
+more, or the descriptor count grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "scripts" / "out"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mb() -> float:
+    """Resident set size of this process, MB (from /proc: cheap enough per sample)."""
+    with open("/proc/self/statm", "rb") as stream:
+        return int(stream.read().split()[1]) * PAGE_BYTES / 1e6
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@dataclass
+class Sample:
+    frame: int
+    rss_mb: float
+    fds: int
+    threads: int
+
+
+@dataclass
+class ProbeSink:
+    """A sink that samples RSS / descriptors / threads every `every` frames and draws the
+    overlay the window sink would show (the drawing work of a device with a screen)."""
+
+    every: int
+    warmup: int
+    samples: list[Sample] = field(default_factory=list)
+    frames: int = 0
+    start: Sample | None = None
+    last: Sample | None = None
+
+    def emit(self, frame_rgb: np.ndarray, result: Any) -> None:
+        from edge.sinks import draw_overlay
+
+        draw_overlay(frame_rgb, result)
+        self.frames += 1
+        if self.frames == self.warmup or self.frames % self.every == 0:
+            sample = Sample(self.frames, round(rss_mb(), 2), open_fds(), threads())
+            self.samples.append(sample)
+            if self.frames == self.warmup:
+                self.start = sample
+            self.last = sample
+
+    def close(self) -> None:
+        pass
+
+
+def tiny_bundle(folder: Path) -> Path:
+    """A small real image classifier (converted with TensorFlow) in tledge bundle layout.
+
+    Made in a child process, so this process stays as TensorFlow-free as a device.
+    """
+    code = (
+        "import sys; sys.path[:0] = [sys.argv[2]]; from pathlib import Path; "
+        "from tiny_models import image_classifier_tflite, write_bundle; from trainer.synthetic import CLASSES; "
+        "write_bundle(Path(sys.argv[1]), image_classifier_tflite(len(CLASSES), 96), list(CLASSES))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(folder), str(ROOT / "tests" / "reliability")], check=True, capture_output=True, timeout=600)
+    return folder
+
+
+def compact_json(report: dict[str, Any]) -> str:
+    """Indented JSON with each sample on one line."""
+    text = json.dumps(report, indent=2)
+    return re.sub(r"\[\s+([-\d.,\s]+?)\s+\]", lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]", text)
+
+
+def soak(model: Path, labels: Path | None, frames: int, warmup: int, every: int, video_frames_per_class: int, threads_n: int) -> dict[str, Any]:
+    """Run the pipeline for `frames` frames; return the report."""
+    from edge.bundle import load_model_info
+    from edge.classifier import Classifier
+    from edge.pipeline import Pipeline, PipelineOptions
+    from edge.sinks import CsvSink, JsonLinesSink
+    from edge.sources import VideoFileSource
+    from trainer.synthetic import make_video
+
+    work = Path(tempfile.mkdtemp(prefix="tledge-soak-"))
+    video, _ = make_video(work / "loop.avi", frames_per_class=video_frames_per_class, size=(320, 240))
+    clf = Classifier(load_model_info(model, labels_path=labels), threads=threads_n)
+    fds_before, rss_before = open_fds(), rss_mb()
+    probe = ProbeSink(every=every, warmup=warmup)
+    with open(os.devnull, "w", encoding="utf-8") as devnull:
+        sinks = [JsonLinesSink(devnull), CsvSink(work / "log.csv"), probe]
+        source = VideoFileSource(video)
+        options = PipelineOptions(top_k=3, smooth=5, loop=True, max_frames=frames)
+        started = time.monotonic()
+        stats = Pipeline(clf, source, sinks, options).run()
+        seconds = time.monotonic() - started
+    start, end = probe.start, probe.last
+    if start is None or end is None:
+        raise SystemExit(f"the run ended after {probe.frames} frames ({stats.reason}); raise --frames above --warmup")
+    csv_bytes = (work / "log.csv").stat().st_size
+    for path in work.iterdir():
+        path.unlink()
+    work.rmdir()
+    return {
+        "frames": stats.frames,
+        "model": str(model),
+        "video": {"frames_per_loop": video_frames_per_class * 4, "size": "320x240", "codec": "MJPG"},
+        "loops": stats.frames // (video_frames_per_class * 4),
+        "warmup_frames": warmup,
+        "rss_before_mb": round(rss_before, 2),
+        "rss_start_mb": start.rss_mb,
+        "rss_end_mb": end.rss_mb,
+        "rss_growth_mb": round(end.rss_mb - start.rss_mb, 2),
+        "rss_max_mb": max(s.rss_mb for s in probe.samples),
+        "fds_before": fds_before,
+        "fds_start": start.fds,
+        "fds_end": end.fds,
+        "fds_after_close": open_fds(),
+        "threads_start": start.threads,
+        "threads_end": end.threads,
+        "seconds": round(seconds, 1),
+        "fps": round(stats.frames / seconds, 1) if seconds else 0.0,
+        "latency_p50_ms": round(stats.latency_p50_ms, 2),
+        "latency_p90_ms": round(stats.latency_p90_ms, 2),
+        "csv_log_bytes": csv_bytes,
+        "reason": stats.reason,
+        "samples": [[s.frame, s.rss_mb, s.fds, s.threads] for s in probe.samples],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=20_000)
+    parser.add_argument("--warmup", type=int, default=1_000, help="frames before the start sample")
+    parser.add_argument("--every", type=int, default=1_000, help="frames between samples")
+    parser.add_argument("--model", type=Path, help="bundle folder or .tflite (default: a tiny generated bundle)")
+    parser.add_argument("--labels", type=Path, help="labels file for a bare .tflite")
+    parser.add_argument("--threads", type=int, default=2, help="interpreter threads")
+    parser.add_argument("--video-frames-per-class", type=int, default=15, help="4 classes: 60 frames per loop by default")
+    parser.add_argument("--max-rss-growth-mb", type=float, default=10.0)
+    parser.add_argument("--out", type=Path, default=OUT / "soak.json")
+    args = parser.parse_args(argv)
+    if args.frames <= args.warmup:
+        parser.error("--frames must be larger than --warmup")
+    model = args.model
+    scratch = None
+    if model is None:
+        scratch = Path(tempfile.mkdtemp(prefix="tledge-soak-model-"))
+        model = tiny_bundle(scratch / "tiny")
+    try:
+        report = soak(model, args.labels, args.frames, args.warmup, args.every, args.video_frames_per_class, args.threads)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    report["ok"] = report["rss_growth_mb"] < args.max_rss_growth_mb and report["fds_end"] <= report["fds_start"] and report["fds_after_close"] <= report["fds_before"]
+    text = compact_json(report)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, args.out)
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
