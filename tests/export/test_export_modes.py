@@ -1,0 +1,130 @@
+"""Every conversion mode, checked in the produced file (ops, dtypes, quantization), not the settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge.bundle import embedded_files, load_model_info, sha256_bytes
+from edge.classifier import Classifier
+from edge.images import load_rgb
+from edge.preprocess import resize_rgb
+
+MODES = ("int8", "int8-io8", "float16", "dynamic", "float32")
+
+
+def summary_of(result):
+    from trainer.tflite_inspect import inspect_tflite
+
+    return inspect_tflite(result.model_path.read_bytes())
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_file_has_builtin_ops_only_and_metadata(export_once, key):
+    summary = summary_of(export_once(key))
+    assert summary.ops, "no operators parsed"
+    assert not summary.custom_ops, f"Flex/custom ops in {key}: {summary.custom_ops}"
+    assert not any(op.startswith("CUSTOM") or "FLEX" in op.upper() for op in summary.ops)
+    assert "CONV_2D" in summary.ops and "SOFTMAX" in summary.ops
+    assert "TFLITE_METADATA" in summary.metadata_names
+    assert len(summary.inputs) == 1 and summary.inputs[0].shape == (1, 48, 48, 3)
+    assert len(summary.outputs) == 1 and summary.outputs[0].shape == (1, 4)
+
+
+@pytest.mark.parametrize("key, io_dtype, zero_point", [("int8", "UINT8", 0), ("int8-io8", "INT8", -128)])
+def test_int8_is_full_integer_with_raw_pixel_input(export_once, key, io_dtype, zero_point):
+    summary = summary_of(export_once(key))
+    # Full integer: no float tensor anywhere (int32 holds the biases).
+    assert set(summary.tensor_dtypes) <= {"INT8", "UINT8", "INT32"}, summary.tensor_dtypes
+    assert "INT8" in summary.tensor_dtypes
+    tensor_in, tensor_out = summary.inputs[0], summary.outputs[0]
+    assert (tensor_in.dtype, tensor_out.dtype) == (io_dtype, io_dtype)
+    # Raw pixels 0..255 map onto the integer range with scale exactly 1.
+    assert tensor_in.scale == 1.0 and tensor_in.zero_point == zero_point
+    # A softmax output in [0, 1]: 256 levels.
+    assert tensor_out.scale == pytest.approx(1 / 256) and tensor_out.zero_point == zero_point
+
+
+@pytest.mark.parametrize(
+    "key, weight_dtype",
+    [("float16", "FLOAT16"), ("dynamic", "INT8"), ("float32", None)],
+)
+def test_float_io_modes_store_their_weight_type(export_once, key, weight_dtype):
+    summary = summary_of(export_once(key))
+    assert (summary.inputs[0].dtype, summary.outputs[0].dtype) == ("FLOAT32", "FLOAT32")
+    assert summary.inputs[0].scale is None
+    if weight_dtype:
+        assert weight_dtype in summary.tensor_dtypes
+    else:
+        assert set(summary.tensor_dtypes) <= {"FLOAT32", "INT32"}
+
+
+def test_sizes_shrink_with_quantization(export_once):
+    size = {key: export_once(key).model_path.stat().st_size for key in MODES}
+    assert size["float16"] < 0.65 * size["float32"]
+    assert size["dynamic"] < 0.5 * size["float32"]
+    assert size["int8"] < 0.5 * size["float32"]
+    for key in MODES:
+        assert export_once(key).report["model_size_bytes"] == size[key]
+
+
+def test_int8_output_dequantizes_to_probabilities_like_keras(export_once, trained_run):
+    """The int8 output, dequantized with the file's own (scale, zero point), is the softmax."""
+    import keras
+
+    result = export_once("int8")
+    model = keras.models.load_model(trained_run / "model.keras", compile=False)
+    classifier = Classifier(load_model_info(result.bundle_dir), threads=1)
+    assert classifier.output_dtype == np.uint8
+    items = json.loads((trained_run / "splits.json").read_text())["test"]
+    diffs = []
+    for path, _ in items:
+        frame = load_rgb(path)
+        scores = classifier.classify(frame).scores
+        expected = model.predict_on_batch(resize_rgb(frame, (48, 48), "center_crop").astype(np.float32)[None])[0]
+        assert scores.sum() == pytest.approx(1.0, abs=0.05)
+        diffs.append(np.abs(scores - expected).max())
+    assert float(np.mean(diffs)) < 0.06, f"mean max |int8 - keras| = {np.mean(diffs):.3f}"
+
+
+@pytest.mark.parametrize("key, min_agreement", [("float32", 0.97), ("float16", 0.95), ("dynamic", 0.85), ("int8", 0.85), ("int8-io8", 0.85)])
+def test_report_compares_with_keras(export_once, key, min_agreement):
+    report = export_once(key).report
+    assert report["quantization"] == key.split("-")[0]
+    for split in ("val", "test", "all"):
+        row = report["splits"][split]
+        assert row["images"] == (24 if split != "all" else 48)
+        assert 0.0 <= row["float_accuracy"] <= 1.0 and 0.0 <= row["tflite_accuracy"] <= 1.0
+        assert row["drop_points"] == pytest.approx(100 * (row["float_accuracy"] - row["tflite_accuracy"]), abs=1e-3)
+    assert report["splits"]["all"]["top1_agreement"] >= min_agreement
+    # The trained model is well above chance (4 classes), so agreement is not trivial.
+    assert report["splits"]["all"]["float_accuracy"] > 0.35
+    assert [row["label"] for row in report["per_class"]] == ["circle", "square", "triangle", "stripes"]
+    assert sum(row["images"] for row in report["per_class"]) == 48
+    assert report["latency_ms"]["mean"] > 0 and report["latency_ms"]["invoke_mean"] > 0
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_bundle_files_agree(export_once, key):
+    result = export_once(key)
+    model_bytes = result.model_path.read_bytes()
+    manifest = json.loads(result.manifest_path.read_text(encoding="utf-8"))
+    assert manifest["model"] == {"file": "model.tflite", "sha256": sha256_bytes(model_bytes), "size_bytes": len(model_bytes)}
+    packed = embedded_files(model_bytes)
+    assert set(packed) == {"labels.txt", "tledge.json"}
+    embedded = json.loads(packed["tledge.json"].decode("utf-8"))
+    assert embedded == {k: v for k, v in manifest.items() if k != "model"}
+    assert embedded["quantization"] == key.split("-")[0]
+    assert embedded["input"]["dtype"] == {"int8": "uint8", "int8-io8": "int8"}.get(key, "float32")
+    assert embedded["input"]["resize"] == "center_crop" and embedded["input"]["color_order"] == "RGB"
+    assert (embedded["input"]["height"], embedded["input"]["width"]) == (48, 48)
+    assert embedded["source_run"] and embedded["tledge_version"] == "0.1.0"
+    report = json.loads(result.report_path.read_text(encoding="utf-8"))
+    assert embedded["metrics"]["tflite_test_accuracy"] == report["splits"]["test"]["tflite_accuracy"]
+    assert embedded["metrics"]["float_test_accuracy"] == report["splits"]["test"]["float_accuracy"]
+    assert embedded["metrics"]["top1_agreement"] == report["splits"]["test"]["top1_agreement"]
+    info = load_model_info(result.bundle_dir)  # the device's checks: sha256, format
+    assert info.is_tledge_bundle and info.labels == ("circle", "square", "triangle", "stripes")
+    assert sorted(p.name for p in result.bundle_dir.iterdir()) == ["labels.txt", "manifest.json", "model.tflite", "report.json"]

@@ -1,0 +1,230 @@
+"""Fast exporter tests without TensorFlow work: sampling, verdicts, options, staging, run checks."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import typer
+
+from edge.errors import ExportError
+from trainer.bundle_writer import BundleStaging, check_target, write_atomic
+from trainer.cli_export import choose_mode
+from trainer.convert import representative_dataset, stratified_sample
+from trainer.export import load_run
+from trainer.export_config import ExportOptions, IOType, QuantizationMode
+from trainer.verify import VerificationFailed, judge
+
+
+# -- calibration sampling ----------------------------------------------------------
+def _items(counts: dict[int, int]) -> list[tuple[str, int]]:
+    return [(f"c{label}/{i}.png", label) for label, n in counts.items() for i in range(n)]
+
+
+def test_stratified_sample_balances_classes():
+    items = _items({0: 500, 1: 40, 2: 300})
+    chosen = stratified_sample(items, 300, seed=1)
+    per_class = Counter(label for _, label in chosen)
+    assert len(chosen) == 300 and len(set(chosen)) == 300
+    assert per_class[1] == 40  # the rare class gives everything it has
+    assert per_class[0] == per_class[2] == 130  # the rest is shared evenly
+
+
+def test_stratified_sample_is_seeded_and_bounded():
+    items = _items({0: 30, 1: 30})
+    assert stratified_sample(items, 20, seed=3) == stratified_sample(items, 20, seed=3)
+    assert stratified_sample(items, 20, seed=3) != stratified_sample(items, 20, seed=4)
+    assert len(stratified_sample(items, 1000)) == 60
+    assert stratified_sample([], 10) == []
+
+
+def test_representative_dataset_yields_raw_pixels_spanning_0_255(tmp_path):
+    import cv2
+    import numpy as np
+
+    paths = []
+    for i, value in enumerate((90, 140)):
+        path = tmp_path / f"{i}.png"
+        cv2.imwrite(str(path), np.full((30, 40, 3), value, np.uint8))
+        paths.append(str(path))
+    samples = [s[0] for s in representative_dataset(paths, (16, 16), "center_crop")()]
+    assert [s.shape for s in samples] == [(1, 16, 16, 3)] * 2 and samples[0].dtype == np.float32
+    assert samples[0].min() == 0.0 and samples[0].max() == 255.0  # the range anchor
+    assert samples[1].min() == samples[1].max() == 140.0  # untouched raw pixels, no scaling
+    with pytest.raises(ExportError, match="training split is empty"):
+        representative_dataset([], (16, 16), "center_crop")
+
+
+def test_representative_dataset_names_a_broken_image(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ExportError, match="bad.jpg"):
+        list(representative_dataset([str(bad)], (16, 16), "stretch")())
+
+
+# -- verdict ---------------------------------------------------------------------------
+def _report(float_acc: float, tflite_acc: float, deltas: dict[str, float]) -> dict:
+    return {
+        "splits": {"all": {"images": 100, "float_accuracy": float_acc, "tflite_accuracy": tflite_acc,
+                           "top1_agreement": 0.9, "drop_points": round(100 * (float_acc - tflite_acc), 4)}},
+        "per_class": [{"label": k, "images": 10, "float_accuracy": 0.9, "tflite_accuracy": 0.9 + v / 100, "delta_points": v}
+                      for k, v in deltas.items()],
+    }
+
+
+def test_judge_passes_within_threshold():
+    verdict = judge(_report(0.90, 0.89, {"hat": -5.0, "dress": 4.0}), max_drop=2.0, accept_drop=False)
+    assert verdict["passed"] and not verdict["accepted_drop"] and verdict["drop_points"] == pytest.approx(1.0)
+    assert verdict["suffered"] == ["hat"]
+
+
+def test_judge_fails_and_names_the_classes_that_suffered():
+    report = _report(0.90, 0.85, {"hat": -20.0, "dress": 0.0, "shoes": -10.0, "pants": 5.0})
+    with pytest.raises(VerificationFailed) as caught:
+        judge(report, max_drop=2.0, accept_drop=False)
+    message = str(caught.value)
+    assert "5.00" in message and "hat (-20.0)" in message and "shoes (-10.0)" in message
+    assert "dress" not in message and "pants" not in message and "--accept-drop" in message
+    assert message.index("hat") < message.index("shoes")  # worst first
+    assert caught.value.report["passed"] is False and caught.value.report["suffered"] == ["hat", "shoes"]
+
+
+def test_judge_accepts_a_drop_when_asked():
+    verdict = judge(_report(0.90, 0.80, {"hat": -10.0}), max_drop=2.0, accept_drop=True)
+    assert not verdict["passed"] and verdict["accepted_drop"]
+
+
+# -- options and flags -----------------------------------------------------------------
+def test_options_are_frozen_and_coerce_strings():
+    options = ExportOptions.for_int8("int8", out="models/x")
+    assert options.quantization is QuantizationMode.INT8 and options.io_type is IOType.INT8
+    assert options.out == Path("models/x")
+    assert ExportOptions().quantization is QuantizationMode.FLOAT32
+    with pytest.raises(AttributeError):
+        options.force = True  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        ExportOptions(quantization="int4")
+
+
+@pytest.mark.parametrize(
+    "quantize, mode, io, expected",
+    [
+        (False, None, None, QuantizationMode.FLOAT32),
+        (True, None, None, QuantizationMode.INT8),
+        (True, None, IOType.INT8, QuantizationMode.INT8),
+        (True, QuantizationMode.FLOAT16, None, QuantizationMode.FLOAT16),
+        (False, QuantizationMode.DYNAMIC, None, QuantizationMode.DYNAMIC),
+    ],
+)
+def test_choose_mode(quantize, mode, io, expected):
+    assert choose_mode(quantize, mode, io) is expected
+
+
+@pytest.mark.parametrize("quantize, mode, io", [(True, QuantizationMode.FLOAT32, None), (False, None, IOType.INT8), (True, QuantizationMode.FLOAT16, IOType.UINT8)])
+def test_choose_mode_refuses_contradictions(quantize, mode, io):
+    with pytest.raises(typer.BadParameter):
+        choose_mode(quantize, mode, io)
+
+
+# -- staging ---------------------------------------------------------------------------
+def test_staging_commits_complete_folder(tmp_path):
+    target = tmp_path / "models" / "b"
+    with BundleStaging(target, force=False) as stage:
+        stage.write("a.txt", b"1")
+        stage.write("b.txt", b"2")
+        assert not target.exists()
+        stage.commit()
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt", "b.txt"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["b"]  # no staging left
+
+
+def test_staging_vanishes_when_interrupted(tmp_path):
+    target = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        with BundleStaging(target, force=False) as stage:
+            stage.write("model.tflite", b"x" * 100)
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_staging_refuses_overwrite_without_force_and_replaces_with_it(tmp_path):
+    target = tmp_path / "b"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(ExportError, match="--force"):
+        with BundleStaging(target, force=False):
+            pass
+    assert (target / "old.txt").read_text() == "old"
+    with pytest.raises(RuntimeError):
+        with BundleStaging(target, force=True) as stage:
+            stage.write("new.txt", b"new")
+            raise RuntimeError("boom before commit")
+    assert [p.name for p in target.iterdir()] == ["old.txt"]  # old bundle intact
+    with BundleStaging(target, force=True) as stage:
+        stage.write("new.txt", b"new")
+        stage.commit()
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]
+
+
+def test_check_target_allows_an_empty_folder_and_refuses_a_file(tmp_path):
+    (tmp_path / "empty").mkdir()
+    check_target(tmp_path / "empty", force=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="not a folder"):
+        check_target(tmp_path / "file", force=True)
+
+
+def test_write_atomic_leaves_no_temp_files(tmp_path):
+    write_atomic(tmp_path / "f.json", b"{}")
+    write_atomic(tmp_path / "f.json", b"[]")
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"] and (tmp_path / "f.json").read_bytes() == b"[]"
+
+
+# -- run directory checks --------------------------------------------------------------
+def _run_dir(tmp_path: Path, run: dict | None = None, splits: dict | None = None) -> Path:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.keras").write_bytes(b"")
+    base = {"name": "r", "labels": ["a", "b"], "image_size": [32, 32], "resize": "center_crop", "backbone": {}}
+    (run_dir / "run.json").write_text(json.dumps({**base, **(run or {})}), encoding="utf-8")
+    (run_dir / "splits.json").write_text(json.dumps(splits or {"train": [["x.png", 0]], "val": [], "test": [["y.png", 1]]}))
+    return run_dir
+
+
+def test_load_run_reads_the_contract(tmp_path):
+    run = load_run(_run_dir(tmp_path))
+    assert run.name == "r" and run.labels == ("a", "b") and run.image_size == (32, 32)
+    assert run.splits["train"] == [("x.png", 0)] and run.splits["val"] == []
+
+
+@pytest.mark.parametrize(
+    "run, splits, match",
+    [
+        ({"labels": ["a", "a"]}, None, "duplicate"),
+        ({"labels": ["a", "b\nc"]}, None, "line break"),
+        ({"labels": []}, None, "labels"),
+        ({"image_size": "big"}, None, "image_size"),
+        ({"resize": "squash"}, None, "resize"),
+        (None, {"train": [["x.png", 5]]}, "class index 5"),
+        (None, {"train": [["x.png"]]}, "malformed"),
+    ],
+)
+def test_load_run_rejects_broken_runs(tmp_path, run, splits, match):
+    with pytest.raises(ExportError, match=match):
+        load_run(_run_dir(tmp_path, run, splits))
+
+
+def test_load_run_names_missing_files(tmp_path):
+    with pytest.raises(ExportError, match="not found"):
+        load_run(tmp_path / "nope")
+    run_dir = _run_dir(tmp_path)
+    os.remove(run_dir / "splits.json")
+    with pytest.raises(ExportError, match="splits.json is missing"):
+        load_run(run_dir)
+    (run_dir / "splits.json").write_text("{")
+    with pytest.raises(ExportError, match="Cannot read"):
+        load_run(run_dir)
