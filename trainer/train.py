@@ -188,7 +188,7 @@ def _feature_pass(options: TrainOptions, work: _Work, classifier: Any, digest: s
     jobs = [Job(s, train_views if s.path in aug_paths else (CLEAN_VIEW,)) for s in work.dataset.all_samples()]
 
     def make_engine(probe: np.ndarray) -> Any:
-        return choose_engine(features_model, size, options.runtime.engine, cache_root, key, probe, threads, batch=8)
+        return choose_engine(features_model, size, options.runtime.engine, cache_root, key, probe, threads, batch=4)
 
     with reporter.task("features", len(jobs), "images") as advance:
         features, failures, stats = extract(jobs, cache, make_engine, size, options.model.resize, threads, on_image=advance)
