@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-WEIGHTS_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+from tledge_paths import ROOT, SHARED, WEIGHTS_NAME
+
+__all__ = ["ROOT", "SHARED", "WEIGHTS_NAME"]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

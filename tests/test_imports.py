@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import ROOT, SHARED
+from tledge_paths import ROOT, SHARED
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bad_inputs import ImageCase, bomb_png, exif_rotated_jpeg, gradient_rgb, image_case_names, write_image_corpus
-from conftest import ROOT
+from tledge_paths import ROOT
 
 from edge.errors import ImageError
 from edge.images import decode_rgb, is_image_name, load_rgb

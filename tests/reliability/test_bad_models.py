@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 from bad_inputs import gradient_rgb, png_bytes
-from conftest import ROOT
+from tledge_paths import ROOT
 from PIL import Image
 from tiny_models import dense_tflite, image_classifier_tflite, segmentation_tflite, two_output_tflite, with_embedded, write_bundle
 from typer.testing import CliRunner

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import ROOT
+from tledge_paths import ROOT
 
 SECONDS = 3.0  # per target: a few hundred examples each on a shared 2-core machine
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from tledge_paths import ROOT
 
 
 def test_short_soak_keeps_descriptors_and_memory_flat(tmp_path: Path) -> None:
