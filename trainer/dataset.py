@@ -29,6 +29,8 @@ from edge.errors import DataError
 from edge.images import IMAGE_SUFFIXES, MAX_PIXELS, is_image_name
 
 SPLITS = ("train", "val", "test")
+#: Largest image file read (bytes); a 40-megapixel 8-bit RGBA PNG is at most ~160 MB.
+MAX_FILE_BYTES = 256 * 1024 * 1024
 _SPLIT_ALIASES = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
 
 
@@ -193,10 +195,19 @@ def _image_files(folder: Path) -> tuple[list[Path], int]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if is_image_name(name):
-                found.append(Path(dirpath, name).resolve())
+                found.append(_absolute(Path(dirpath, name)))
             else:
                 ignored += 1
     return found, ignored
+
+
+def _absolute(path: Path) -> Path:
+    """`path` resolved; a symlink loop (RuntimeError before Python 3.13) or a vanished
+    file keeps its absolute name, so probing reports it as unreadable instead of crashing."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
 
 
 # -- probing ---------------------------------------------------------------------------
@@ -205,6 +216,9 @@ def _image_files(folder: Path) -> tuple[list[Path], int]:
 def _probe(path: Path) -> tuple[str | None, str | None]:
     """(sha1, None) for a file whose header Pillow reads, else (None, reason)."""
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:  # a video or disk image named .jpg: never read into memory
+            return None, f"{size / 1e6:,.0f} MB is larger than the {MAX_FILE_BYTES / 1e6:,.0f} MB limit for one image file"
         data = path.read_bytes()
     except OSError as exc:
         return None, f"cannot read ({exc.strerror or exc})"
