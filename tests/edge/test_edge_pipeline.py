@@ -91,10 +91,10 @@ def test_live_source_always_gets_the_freshest_frame(classifier, colour_video) ->
     assert slow.results[-1].dropped == stats.dropped or slow.results[-1].dropped <= stats.dropped
     indices = [r.index for r in slow.results]
     assert indices == sorted(indices) and indices[-1] - indices[0] > len(indices)  # gaps: skipped
-    # Each frame handed over was captured at most ~2 camera periods before its inference
-    # began, never queued behind the slow sink (which would make it >= 80 ms old).
-    for result, arrived in zip(slow.results[1:], slow.arrived[1:]):
-        assert arrived - result.timestamp < 0.06
+    # Frames are not queued behind the slow sink: with a queue, frame k would wait k x 80 ms
+    # (the last one over half a second); here each is about one camera period old.
+    ages = [arrived - r.timestamp for r, arrived in zip(slow.results, slow.arrived)]
+    assert float(np.median(ages)) < 0.08 and max(ages[1:]) < 0.25
 
 
 def test_smoothing_is_the_mean_of_the_last_n_score_vectors(classifier, colour_video) -> None:
@@ -153,7 +153,9 @@ class FlakyCamera(CameraSource):
             self.failed = True
             hidden = self.path.with_suffix(".unplugged")
             self.path.rename(hidden)
-            threading.Timer(self.away_s, hidden.rename, args=(self.path,)).start()
+            self.comeback = threading.Timer(self.away_s, hidden.rename, args=(self.path,))
+            self.comeback.daemon = True  # never keeps the test process alive
+            self.comeback.start()
             raise SourceError(f"{self.name} stopped delivering frames")
         self.reads += 1
         return super().read()
@@ -162,7 +164,7 @@ class FlakyCamera(CameraSource):
 def test_a_lost_camera_is_reconnected_with_backoff(classifier, colour_video, tmp_path, caplog) -> None:
     path = tmp_path / "camera.avi"
     shutil.copy(colour_video[0], path)
-    source = FlakyCamera(path, fail_after=5, away_s=0.35)
+    source = FlakyCamera(path, fail_after=5, away_s=0.6)
     policy = ReconnectPolicy(initial_delay_s=0.1, max_delay_s=0.2)
     sink = Collect()
     with caplog.at_level(logging.WARNING, logger="tledge.edge"):
@@ -180,6 +182,7 @@ def test_giving_up_after_max_attempts_ends_the_run(classifier, colour_video, tmp
     source = FlakyCamera(path, fail_after=3, away_s=60)
     policy = ReconnectPolicy(initial_delay_s=0.01, max_delay_s=0.02, max_attempts=3)
     stats = Pipeline(classifier, source, [Collect()], PipelineOptions(reconnect=policy)).run()
+    source.comeback.cancel()
     assert stats.frames <= 3 and stats.reason.startswith("source failed")
     assert source.opens == 1 + 3
 
@@ -191,10 +194,17 @@ def test_backoff_doubles_and_is_capped() -> None:
 
 def test_stop_from_another_thread_and_from_a_sink(classifier, colour_video) -> None:
     path, _ = colour_video
-    pipeline = Pipeline(classifier, PacedCamera(path), [Collect()], PipelineOptions())
-    threading.Timer(0.3, pipeline.stop, args=("SIGTERM",)).start()
+    sink = Collect()
+    pipeline = Pipeline(classifier, PacedCamera(path), [sink], PipelineOptions())
+
+    def stop_once_running() -> None:
+        while len(sink.results) < 3:
+            time.sleep(0.01)
+        pipeline.stop("SIGTERM")
+
+    threading.Thread(target=stop_once_running, daemon=True).start()
     stats = pipeline.run()
-    assert stats.reason == "SIGTERM" and stats.frames > 0
+    assert stats.reason == "SIGTERM" and stats.frames >= 3
 
     class Quit(Collect):
         def emit(self, frame_rgb, result):
