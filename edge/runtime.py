@@ -6,6 +6,7 @@ Python 3.10-3.13), then ``tflite_runtime`` (legacy wheels for older Pi OS images
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from dataclasses import dataclass
@@ -64,6 +65,28 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+_DELEGATE_SYMBOLS = ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate")
+
+
+def _check_delegate_library(delegate: str) -> None:
+    """Open the library and look for the delegate entry points before the backend does:
+    a backend Delegate built on a bad library fails half-made and then prints a
+    traceback from its __del__ on top of our message."""
+    try:
+        library = ctypes.CDLL(delegate)
+    except OSError as exc:
+        raise DelegateError(
+            f"Cannot load the delegate library '{delegate}': {exc}. Check that it is installed "
+            "(for a Coral Edge TPU: sudo apt-get install libedgetpu1-std) and that the path or name is right."
+        ) from None
+    missing = [name for name in _DELEGATE_SYMBOLS if not hasattr(library, name)]
+    if missing:
+        raise DelegateError(
+            f"'{delegate}' is not a TFLite external delegate (it lacks {', '.join(missing)}); "
+            "pass the delegate's own library, e.g. libedgetpu.so.1"
+        )
+
+
 def make_interpreter(
     model_content: bytes,
     threads: int | None = None,
@@ -79,9 +102,10 @@ def make_interpreter(
     chosen = get_backend(backend)
     delegates = []
     if delegate:
+        _check_delegate_library(delegate)
         try:
             delegates.append(chosen.load_delegate(delegate))
-        except (ValueError, OSError, RuntimeError) as exc:
+        except (ValueError, OSError, RuntimeError, AttributeError) as exc:
             raise DelegateError(
                 f"Cannot load the delegate library '{delegate}': {exc}. Check that it is "
                 "installed (for a Coral Edge TPU: sudo apt-get install libedgetpu1-std) "

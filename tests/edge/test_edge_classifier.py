@@ -109,8 +109,18 @@ def test_no_backend_names_the_install_command(tmp_path) -> None:
 
 
 def test_missing_delegate_library_is_a_clear_error(colour_tflites) -> None:
-    with pytest.raises(DelegateError, match="libedgetpu"):
+    with pytest.raises(DelegateError, match="libedgetpu1-std"):
         Classifier(load_model_info(colour_tflites["uint8"]), delegate="libedgetpu.so.1")
+
+
+def test_a_library_that_is_not_a_delegate_is_a_clear_error(colour_tflites) -> None:
+    import ctypes.util
+
+    libm = ctypes.util.find_library("m")
+    if libm is None:
+        pytest.skip("no libm to stand in for a wrong library")
+    with pytest.raises(DelegateError, match="not a TFLite external delegate"):
+        Classifier(load_model_info(colour_tflites["uint8"]), delegate=libm)
 
 
 def test_labels_that_do_not_match_the_outputs_are_refused(colour_tflites, tmp_path) -> None:
