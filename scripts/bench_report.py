@@ -1,0 +1,235 @@
+"""BENCHMARKS.md from the benchmark scripts' JSON (used by scripts/benchmarks.py).
+
+Each section sits between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`. A section
+whose JSON is missing keeps its old text, so a section someone wrote by hand, or the
+figures of a script that is not run this time, survive a regeneration.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Callable
+
+TITLES = {
+    "train": "1. Training: tledge vs the original Keras recipe",
+    "export": "2. Export fidelity per quantization mode",
+    "inference": "3. Inference latency per mode, thread count and API",
+    "pipeline": "4. Pipeline: `tledge run` vs a naive loop on a video",
+    "startup": "5. Start-up time and peak memory",
+    "soak": "6. Soak: memory and descriptors over a long run",
+}
+
+#: Why a goal is missed, from what was measured and tried (shown only when NOT MET).
+EXPLANATIONS: dict[str, str] = {}
+
+
+# -- small markdown helpers -----------------------------------------------------------
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+        return "" if v is None else str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def status(met: bool | None) -> str:
+    return {True: "**MET**", False: "**NOT MET**", None: "NOT MEASURED"}[met]
+
+
+def goal_lines(goals: list[dict[str, Any]]) -> str:
+    out = []
+    for g in goals:
+        out.append(f"- {status(g.get('met'))}: {g['goal']}. {g.get('detail', '')}".rstrip())
+        if g.get("met") is False:
+            why = g.get("explanation") or EXPLANATIONS.get(g["goal"])
+            if why:
+                out.append(f"  - Why, and what was tried: {why}")
+    return "\n".join(out)
+
+
+def _header(data: dict[str, Any], run: dict[str, Any] | None) -> str:
+    command = data.get("command") or (run or {}).get("command") or "(command not recorded)"
+    machine = data.get("machine") or {}
+    when = data.get("date_utc") or (run or {}).get("finished_utc") or "?"
+    load = f", load average {machine['load_avg_1m']}" if "load_avg_1m" in machine else ""
+    lines = [f"Command: `{command}` — run {when}{load}."]
+    if run and run.get("rc"):
+        lines.append(f"\n> The latest run of this script failed (exit {run['rc']}, {run.get('finished_utc')}); the figures below are from its last successful run.")
+    return "\n".join(lines)
+
+
+# -- sections -----------------------------------------------------------------------------
+def render_inference(d: dict[str, Any]) -> str:
+    parts = []
+    models = d.get("models", [])
+    parts.append(table(
+        ["model", "mode", "size MB", "M multiply-adds (conv + depthwise + FC)"],
+        [[m["name"], m["mode"], round(m["size_bytes"] / 1e6, 2), round(m["total_macs"] / 1e6, 1)] for m in models],
+    ))
+    rows = [r for r in d.get("results", []) if "p50_ms" in r]
+    order = {m["name"]: i for i, m in enumerate(models)}
+    apis = d.get("settings", {}).get("apis", [])
+    rows.sort(key=lambda r: (order.get(r["model"], 99), apis.index(r["api"]) if r["api"] in apis else 99, r["threads"]))
+    parts.append(table(
+        ["model", "mode", "API", "threads", "p50 ms", "p90 ms", "GMAC/s at p50", "% of fp32 peak"],
+        [[r["model"], r["mode"], r["api"], r["threads"], r["p50_ms"], r["p90_ms"], r["gmac_per_s"], r["pct_of_fp32_peak"]] for r in rows],
+    ))
+    errors = [r for r in d.get("results", []) if "error" in r]
+    if errors:
+        parts.append("Not measured:\n" + "\n".join(f"- {r['model']} / {r['api']} / {r['threads']} thread(s): {r['error']}" for r in errors))
+    parts.append(_speedups(rows))
+    s = d.get("settings", {})
+    peak = d.get("machine", {}).get("cpu_mhz")
+    parts.append(
+        f"{s.get('rounds')} interleaved rounds x {s.get('runs_per_round')} invokes per configuration; p50/p90 over all of them. "
+        f"GMAC/s = counted multiply-adds / p50. The fp32 peak is 16 multiply-adds per cycle per core (2 FMA pipes x 8 lanes) "
+        f"x {peak} MHz x threads; int8 kernels are not bound by it (VNNI does 4 int8 multiply-adds per 32-bit lane). "
+        f"tflite-runtime: {d.get('tflite_runtime', {}).get('note', '?')}."
+    )
+    return "\n\n".join(parts)
+
+
+def _speedups(rows: list[dict[str, Any]]) -> str:
+    """float32 p50 / other mode's p50, per API and thread count (> 1: faster than float32)."""
+    p50 = {(r["mode"], r["api"], r["threads"]): r["p50_ms"] for r in rows}
+    combos = sorted({(r["api"], r["threads"]) for r in rows}, key=lambda k: (k[0], k[1]))
+    modes = [m for m in ("float16", "dynamic", "int8") if any(k[0] == m for k in p50)]
+    if not modes:
+        return ""
+    out = []
+    for api, threads in combos:
+        base = p50.get(("float32", api, threads))
+        if base is None:
+            continue
+        out.append([api, threads, *[(round(base / p50[(m, api, threads)], 2) if (m, api, threads) in p50 else None) for m in modes]])
+    if not out:
+        return ""
+    return "Speed-up over float32 (float32 p50 / mode p50; above 1 is faster):\n\n" + table(["API", "threads", *modes], out)
+
+
+def render_pipeline(d: dict[str, Any]) -> str:
+    rows = d.get("results", [])
+    s = d.get("settings", {})
+    body = table(
+        ["model", "mode", "threads", "raw invoke fps", "naive loop fps", "tledge run fps", "tledge / raw", "tledge / naive", "tledge's own stats fps"],
+        [[r["model"], r["mode"], r["threads"], r["raw_invoke_fps"], r["naive_fps"], r["tledge_fps"], f"{100 * r['tledge_vs_raw']:.0f}%", f"x{r['tledge_vs_naive']:.2f}", r["tledge_stats_fps"]] for r in rows],
+    )
+    cmds = "\n".join(f"- `{r['tledge_command']}`" for r in rows[:2])
+    return (
+        f"Video: `{s.get('video')}` ({s.get('size')}, MJPG, {rows[0]['frames'] if rows else '?'} frames), "
+        f"{s.get('rounds')} interleaved rounds, medians. Rates are steady-state: (frames - 1) / (last result - first result).\n\n"
+        f"{body}\n\ntledge was run as:\n{cmds}"
+    )
+
+
+def render_startup(d: dict[str, Any]) -> str:
+    rows = d.get("results", [])
+    s = d.get("settings", {})
+    body = table(
+        ["variant", "first result, median s", "min s", "max s", "peak RSS, median MB", "max MB"],
+        [[r["variant"], r["first_result_s_median"], r["first_result_s_min"], r["first_result_s_max"], r["peak_rss_mb_median"], r["peak_rss_mb_max"]] for r in rows],
+    )
+    cmds = "\n".join(f"- {name}: `{cmd}`" for name, cmd in d.get("commands", {}).items())
+    return (
+        f"Model `{s.get('model')}` ({s.get('mode')}), image `{s.get('image')}`, {s.get('threads')} threads, "
+        f"{s.get('reps')} fresh processes per variant, interleaved. Time from spawning the process to its first "
+        f"result line on stdout; peak RSS = the child's ru_maxrss.\n\n{body}\n\n{cmds}"
+    )
+
+
+def render_generic(d: dict[str, Any]) -> str:
+    """For JSON of a shape this report does not know: its scalars, and any list of rows."""
+    if isinstance(d.get("markdown"), str):
+        return d["markdown"]
+    scalars = [[k, v] for k, v in d.items() if isinstance(v, (int, float, str, bool)) and k not in ("command", "date_utc")]
+    parts = [table(["key", "value"], scalars)] if scalars else []
+    for key, value in d.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            header = list(dict.fromkeys(k for v in value for k, x in v.items() if not isinstance(x, (dict, list))))
+            parts.append(f"{key}:\n\n" + table(header, [[v.get(k) for k in header] for v in value]))
+    return "\n\n".join(parts)
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "inference": render_inference,
+    "pipeline": render_pipeline,
+    "startup": render_startup,
+}
+
+
+def section_goals(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    goals = data.get("goals")
+    if isinstance(goals, list):
+        return [g for g in goals if isinstance(g, dict) and "goal" in g]
+    return []
+
+
+def render_section(name: str, data: dict[str, Any], run: dict[str, Any] | None) -> str:
+    body = RENDERERS.get(name, render_generic)(data)
+    goals = section_goals(name, data)
+    goals_md = f"\n\nGoals:\n\n{goal_lines(goals)}" if goals else ""
+    return f"## {TITLES[name]}\n\n{_header(data, run)}\n\n{body}{goals_md}\n"
+
+
+def _old_sections(old: str) -> dict[str, str]:
+    found = {}
+    for match in re.finditer(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->", old, re.S):
+        found[match.group(1)] = match.group(2)
+    return found
+
+
+def _machine(m: dict[str, Any]) -> str:
+    packages = ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items())
+    mhz = m.get("cpu_mhz", 0.0)
+    return "\n".join([
+        f"- CPU: {m.get('cpu')} ({m.get('cores')} cores at {mhz:.0f} MHz as /proc/cpuinfo reports; SIMD: {' '.join(m.get('simd', []))})",
+        f"- fp32 peak: 16 multiply-adds/cycle/core x {mhz / 1000:.2f} GHz = {16 * mhz / 1000:.1f} GMAC/s per core, {16 * mhz / 1000 * m.get('cores', 1):.1f} for all {m.get('cores')}",
+        f"- RAM: {m.get('ram_gib')} GiB; {m.get('os')}; Python {m.get('python')}",
+        f"- Packages: {packages}",
+        "- Shared with other engineers' test runs: each section gives the load average when it started.",
+    ])
+
+
+def render(results: dict[str, Any], runs: dict[str, Any], old: str, invocation: str, machine: dict[str, Any]) -> str:
+    """The whole BENCHMARKS.md."""
+    old_sections = _old_sections(old)
+    summary, blocks = [], []
+    for name in TITLES:
+        data = results.get(name)
+        if isinstance(data, dict):
+            text = render_section(name, data, runs.get(name))
+            for g in section_goals(name, data):
+                summary.append([TITLES[name].split(":")[0].split(" ", 1)[0].rstrip("."), g["goal"], status(g.get("met"))])
+        elif name in old_sections:
+            text = old_sections[name].strip("\n") + "\n"
+        else:
+            text = f"## {TITLES[name]}\n\nNot measured yet: its script has not written scripts/out/ JSON on this machine.\n"
+        blocks.append(f"<!-- bench:{name} -->\n{text}<!-- /bench:{name} -->")
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    head = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by scripts/benchmarks.py from scripts/out/*.json; a section without JSON keeps its text. -->",
+        "",
+        f"Latest figures, written {date} by:",
+        "",
+        f"    {invocation}",
+        "",
+        "Each section names the exact command that produced it. The machine is shared and noisy, so",
+        "every figure is a median over interleaved repetitions and every comparison is a ratio",
+        "measured side by side in the same run.",
+        "",
+        "## Machine",
+        "",
+        _machine(machine),
+        "",
+        "## Goals",
+        "",
+        table(["#", "goal", "status"], summary) if summary else "No goal measured yet.",
+        "",
+    ]
+    return "\n".join(head) + "\n" + "\n\n".join(blocks) + "\n"

@@ -1,0 +1,151 @@
+#!/usr/bin/env python
+"""Run every benchmark script and regenerate BENCHMARKS.md (issue 7).
+
+    scripts/benchmarks.py                           # all of them, full size (about an hour here)
+    scripts/benchmarks.py --quick --subset 300      # smoke figures, passed to the scripts that take them
+    scripts/benchmarks.py --only inference --only startup
+    scripts/benchmarks.py --from-json               # rebuild BENCHMARKS.md from scripts/out/*.json
+
+Sections, in running order (later ones reuse the exporter's bundles when they exist):
+
+    train      scripts/bench_train.py      -> scripts/out/bench_train.json
+    export     scripts/bench_export.py     -> scripts/out/bench_export.json
+    inference  scripts/bench_inference.py  -> scripts/out/bench_inference.json
+    pipeline   scripts/bench_pipeline.py   -> scripts/out/bench_pipeline.json
+    startup    scripts/bench_startup.py    -> scripts/out/bench_startup.json
+    soak       scripts/soak.py             -> scripts/out/soak.json
+
+`--quick`, `--subset N` and `--model PATH` go to each script whose --help offers them.
+Each script's exact command line, exit code and wall time are kept in
+scripts/out/benchmarks_runs.json, so `--from-json` can still name them. A section with
+no JSON keeps whatever BENCHMARKS.md already holds between its markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_common as bc  # noqa: E402
+import bench_report as report  # noqa: E402
+
+BENCHMARKS_MD = bc.ROOT / "BENCHMARKS.md"
+RUNS_JSON = bc.OUT / "benchmarks_runs.json"
+
+
+@dataclass(frozen=True)
+class Section:
+    """One benchmark script and the JSON it writes."""
+
+    name: str
+    script: str  # relative to the repo root
+    json_name: str  # scripts/out/<json_name>.json
+    quick_args: tuple[str, ...] = ()  # for scripts without a --quick flag
+
+
+SECTIONS = (
+    Section("train", "scripts/bench_train.py", "bench_train"),
+    Section("export", "scripts/bench_export.py", "bench_export"),
+    Section("inference", "scripts/bench_inference.py", "bench_inference"),
+    Section("pipeline", "scripts/bench_pipeline.py", "bench_pipeline"),
+    Section("startup", "scripts/bench_startup.py", "bench_startup"),
+    Section("soak", "scripts/soak.py", "soak", quick_args=("--frames", "3000", "--warmup", "500")),
+)
+
+
+def _offers(script: Path, flag: str) -> bool:
+    """Whether `script --help` mentions `flag` (so it can be passed through)."""
+    done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=bc.ROOT, timeout=300)
+    return done.returncode == 0 and flag in done.stdout
+
+
+def section_command(section: Section, args: argparse.Namespace) -> list[str]:
+    script = bc.ROOT / section.script
+    cmd = [section.script]
+    if args.quick:
+        cmd += ["--quick"] if _offers(script, "--quick") else list(section.quick_args)
+    if args.subset is not None and _offers(script, "--subset"):
+        cmd += ["--subset", str(args.subset)]
+    if args.model and section.name in ("inference", "pipeline", "startup"):
+        for model in args.model:
+            cmd += ["--model", model]
+    return cmd
+
+
+def run_section(section: Section, cmd: list[str]) -> dict[str, Any]:
+    """Run one script (stdout = its JSON, kept quiet; stderr = progress, shown)."""
+    shown = " ".join(shlex.quote(c) for c in cmd)
+    bc.log(f"== {section.name}: {shown}")
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, *cmd], cwd=bc.ROOT, stdout=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    record = {"command": shown, "rc": done.returncode, "wall_s": round(time.monotonic() - start, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    bc.log(f"== {section.name}: exit {done.returncode} after {record['wall_s']} s")
+    return record
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as stream:
+        stream.write(text)
+    os.replace(tmp, path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    names = [s.name for s in SECTIONS]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", choices=names, help="Run only this section (repeatable); the others keep their last JSON.")
+    parser.add_argument("--skip", action="append", choices=names, default=[], help="Do not run this section (repeatable).")
+    parser.add_argument("--from-json", action="store_true", help="Run nothing: rebuild BENCHMARKS.md from scripts/out/*.json.")
+    parser.add_argument("--quick", action="store_true", help="Passed to the scripts: small, fast runs (smoke figures).")
+    parser.add_argument("--subset", type=int, help="Passed to the scripts that take it (training images per split).")
+    parser.add_argument("--model", action="append", default=[], help="Passed to inference/pipeline/startup (repeatable).")
+    parser.add_argument("--output", type=Path, default=BENCHMARKS_MD, help="Where to write the report.")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    bc.OUT.mkdir(parents=True, exist_ok=True)
+    runs = _read_json(RUNS_JSON) or {}
+    failed = []
+    if not args.from_json:
+        for section in SECTIONS:
+            if (args.only and section.name not in args.only) or section.name in args.skip:
+                continue
+            if not (bc.ROOT / section.script).is_file():
+                bc.log(f"== {section.name}: {section.script} is not there yet; keeping what BENCHMARKS.md has")
+                continue
+            runs[section.name] = run_section(section, section_command(section, args))
+            if runs[section.name]["rc"] != 0:
+                failed.append(section.name)
+            _write_atomic(RUNS_JSON, json.dumps(runs, indent=2) + "\n")
+    results = {s.name: _read_json(bc.OUT / f"{s.json_name}.json") for s in SECTIONS}
+    old = args.output.read_text() if args.output.is_file() else ""
+    invocation = "scripts/benchmarks.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
+    text = report.render(results, runs, old, invocation, bc.machine_info())
+    _write_atomic(args.output, text)
+    bc.log(f"wrote {args.output}")
+    if failed:
+        bc.log(f"failed: {', '.join(failed)} (their sections show the last good figures, marked)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
