@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from enum import Enum
 from typing import Any, Callable
 
 import numpy as np
 
 from edge.bundle import ModelInfo
+from edge.choices import BenchApi
 from edge.classifier import Classifier
 from edge.errors import TledgeError
 from edge.runtime import CompiledModelRunner
-
-
-class BenchApi(str, Enum):
-    """Which LiteRT API runs the model."""
-
-    INTERPRETER = "interpreter"  # the classic tf.lite-style Interpreter
-    COMPILED = "compiled"  # ai-edge-litert's CompiledModel
 
 
 @dataclass(frozen=True)

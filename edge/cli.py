@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from edge.choices import BenchApi, DisplayMode
 from edge.errors import TledgeError
 
 ModelArg = typer.Argument(..., exists=True, help="A bundle folder, its manifest.json, or any image-classification .tflite.")
@@ -108,7 +109,7 @@ def run(
     as_json: Optional[bool] = typer.Option(None, "--json/--no-json", help="JSON lines on stdout (default: on when no window is shown)."),
     on_change: bool = typer.Option(False, "--on-change", help="JSON lines only when the top label changes."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", dir_okay=False, help="Append one row per frame to this CSV log."),
-    display: str = typer.Option("auto", "--display", help="Window with the label drawn on the frame: auto (when a display exists), on, off."),
+    display: DisplayMode = typer.Option(DisplayMode.AUTO, "--display", help="Window with the label drawn on the frame: auto (when a display exists), on, off."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many frames."),
     reconnect_attempts: Optional[int] = typer.Option(None, "--reconnect-attempts", min=1, help="Give up on a lost camera after this many attempts (default: never)."),
     serve: Optional[str] = typer.Option(None, "--serve", help="Live view in the browser at [HOST:]PORT."),
@@ -116,13 +117,9 @@ def run(
 ) -> None:
     """Classify a live camera, stream, video or image folder continuously."""
     from edge.pipeline import Pipeline, PipelineOptions, ReconnectPolicy, stop_on_signals
-    from edge.sinks import CsvSink, DisplayMode, JsonLinesSink, WindowSink, wants_window
+    from edge.sinks import CsvSink, JsonLinesSink, WindowSink, wants_window
     from edge.sources import open_source
 
-    try:
-        display_mode = DisplayMode(display)
-    except ValueError:
-        raise typer.BadParameter("choose auto, on or off", param_hint="--display") from None
     _setup_logging()
     clf = _load_classifier(model, labels, threads, delegate)
     src = open_source(source, model_size=clf.input_size)
@@ -132,7 +129,7 @@ def run(
     )
     sinks: list[Any] = []
     try:
-        show = wants_window(display_mode)
+        show = wants_window(display)
         if show:
             sinks.append(WindowSink(f"tledge - {clf.info.name}"))
         if as_json if as_json is not None else not show:
@@ -150,8 +147,8 @@ def run(
     with stop_on_signals(pipeline):
         stats = pipeline.run()
     typer.echo(f"tledge: {stats.line()}", err=True)
-    if stats.reason.startswith("source failed") and stats.frames == 0:
-        raise TledgeError(f"no frame was processed: {stats.reason}")
+    if stats.reason.startswith("source failed"):  # non-zero, so a supervisor (systemd) restarts it
+        raise TledgeError(f"{stats.reason}; check the camera or stream (--reconnect-attempts sets how long to retry)")
 
 
 def _live_view_sink(serve: str, token: Optional[str], info: Any) -> Any:
@@ -170,21 +167,17 @@ def bench(
     threads: str = typer.Option("1,2,4", "--threads", help="Comma-separated thread counts to measure, e.g. 1,2,4."),
     runs: int = typer.Option(50, "--runs", min=1, help="Timed inferences per thread count."),
     warmup: int = typer.Option(5, "--warmup", min=0, help="Untimed inferences first (caches, lazy init)."),
-    api: str = typer.Option("interpreter", "--api", help="interpreter (classic Interpreter) or compiled (LiteRT CompiledModel)."),
+    api: BenchApi = typer.Option(BenchApi.INTERPRETER, "--api", help="interpreter (classic Interpreter) or compiled (LiteRT CompiledModel)."),
     delegate: Optional[str] = DelegateOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per thread count on stdout."),
 ) -> None:
     """Measure inference latency (p50/p90/p99) and throughput per thread count."""
-    from edge.bench import BenchApi, bench_model, parse_thread_counts
+    from edge.bench import bench_model, parse_thread_counts
     from edge.bundle import load_model_info
 
-    try:
-        chosen = BenchApi(api)
-    except ValueError:
-        raise typer.BadParameter("choose interpreter or compiled", param_hint="--api") from None
     counts = parse_thread_counts(threads)
     info = load_model_info(model)
-    results = bench_model(info, counts, runs=runs, warmup=warmup, api=chosen, delegate=delegate)
+    results = bench_model(info, counts, runs=runs, warmup=warmup, api=api, delegate=delegate)
     if as_json:
         for result in results:
             typer.echo(json.dumps(result.to_dict()))

@@ -12,13 +12,13 @@ import csv
 import json
 import os
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
+from edge.choices import DisplayMode
 from edge.errors import TledgeError
 from edge.results import FrameResult
 
@@ -118,14 +118,6 @@ class CsvSink:
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
-
-
-class DisplayMode(str, Enum):
-    """`--display`: show a window when a display exists (auto), always (on), never (off)."""
-
-    AUTO = "auto"
-    ON = "on"
-    OFF = "off"
 
 
 def display_available() -> bool:

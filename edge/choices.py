@@ -1,0 +1,21 @@
+"""Choices of the edge commands as str Enums, in a module light enough for the CLI to
+import at start-up (no OpenCV, no interpreter), so Typer validates them at the boundary."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class DisplayMode(str, Enum):
+    """`--display`: show a window when a display exists (auto), always (on), never (off)."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+class BenchApi(str, Enum):
+    """`--api`: which LiteRT API runs the model in `tledge bench`."""
+
+    INTERPRETER = "interpreter"  # the classic tf.lite-style Interpreter
+    COMPILED = "compiled"  # ai-edge-litert's CompiledModel
