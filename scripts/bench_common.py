@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -28,7 +28,7 @@ GOOGLE_LABELS = SHARED / "models" / "imagenet_labels.txt"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 DEV_MODELS = OUT / "dev-models"
 #: Where `scripts/bench_export.py` leaves its bundles (one folder per quantization mode).
-EXPORT_BUNDLES = OUT / "bench_export"
+EXPORT_BUNDLES = OUT / "bench_bundles"
 MODES = ("float32", "float16", "dynamic", "int8")
 #: Peak fp32 multiply-adds per cycle per core: 2 FMA pipes x 8 fp32 lanes (256-bit).
 #: Zen 4 runs AVX-512 as two 256-bit halves, so AVX-512 does not raise this.
@@ -204,24 +204,30 @@ def expand_models(paths: Iterable[str | Path]) -> list[ModelRef]:
         if not children:
             raise SystemExit(f"--model {raw}: holds no bundle folders or .tflite files")
         found.extend(_ref(p) for p in children)
+    names = [m.name for m in found]
+    found = [replace(m, name=f"{m.name}-{m.mode}") if names.count(m.name) > 1 and m.mode not in m.name else m for m in found]
     order = {m: i for i, m in enumerate(MODES)}
     return sorted(found, key=lambda m: (order.get(m.mode, len(order)), m.name))
 
 
 def _bundles_in(folder: Path) -> list[Path]:
+    """Bundle folders at most two levels below `folder` (<mode>/ or <mode>/<name>/)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if (p / "manifest.json").is_file())
+    found = [m.parent for m in folder.glob("*/manifest.json")] + [m.parent for m in folder.glob("*/*/manifest.json")]
+    return sorted(found)
 
 
-def default_models() -> list[ModelRef]:
+def default_models(reference: bool = False) -> list[ModelRef]:
     """The exporter's four clothing-small bundles when bench_export.py has made them,
     else the development set: float32/float16/dynamic/int8 conversions of the real
-    MobileNetV2 (random 10-class head, same compute) plus Google's uint8 model."""
+    MobileNetV2 (random 10-class head, same compute). `reference` adds Google's uint8
+    MobileNetV2 (a model this project did not make) when ../shared has it."""
     bundles = _bundles_in(EXPORT_BUNDLES)
-    if bundles:
-        return expand_models(bundles)
-    return expand_models(make_dev_models())
+    models = expand_models(bundles) if bundles else expand_models(make_dev_models())
+    if reference and GOOGLE_MODEL.is_file():
+        models.append(_ref(GOOGLE_MODEL))
+    return models
 
 
 def make_dev_models() -> list[Path]:
@@ -232,8 +238,7 @@ def make_dev_models() -> list[Path]:
         log("converting the development models with TensorFlow (once; cached in scripts/out/dev-models)")
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         subprocess.run([sys.executable, str(Path(__file__).resolve()), "make-dev-models"], check=True, env=env)
-    extra = [GOOGLE_MODEL] if GOOGLE_MODEL.is_file() else []
-    return wanted + extra
+    return wanted
 
 
 def _convert_dev_models() -> None:

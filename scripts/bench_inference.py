@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
-    models = bc.expand_models(args.model) if args.model else bc.default_models()
+    models = bc.expand_models(args.model) if args.model else bc.default_models(reference=True)
     thread_counts = [int(t) for t in args.threads.split(",")]
     apis = args.api or list(APIS)
     python, note = (None, "not requested")

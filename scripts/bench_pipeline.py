@@ -81,6 +81,33 @@ def raw_rate(model: bc.ModelRef, threads: int, runs: int) -> dict[str, float]:
     return {"fps": len(times) / sum(times), "p50_ms": 1000 * bc.median(times)}
 
 
+def source_costs(model: bc.ModelRef, video: Path) -> dict[str, float]:
+    """What each frame costs besides the model, in ms on one core: decoding a frame
+    (cv2.VideoCapture.read) and tledge's preprocessing (crop + resize to the input)."""
+    import cv2
+
+    _, clf = _interpreter(model, 1)
+    cap = cv2.VideoCapture(str(video))
+    frames, decode = [], []
+    try:
+        while True:
+            start = time.perf_counter()
+            ok, frame_bgr = cap.read()
+            if not ok:
+                break
+            decode.append(time.perf_counter() - start)
+            if len(frames) < 50:
+                frames.append(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
+    finally:
+        cap.release()
+    prep = []
+    for frame_rgb in frames:
+        start = time.perf_counter()
+        clf.preprocess(frame_rgb)
+        prep.append(time.perf_counter() - start)
+    return {"decode_ms": 1000 * bc.median(decode), "preprocess_ms": 1000 * bc.median(prep)}
+
+
 def naive_rate(model: bc.ModelRef, threads: int, video: Path) -> dict[str, float]:
     """The classic sequential loop over every frame of `video`."""
     import cv2
@@ -135,7 +162,8 @@ def benchmark(models: list[bc.ModelRef], thread_counts: list[int], video: Path, 
         for model in models:
             for threads in thread_counts:
                 bc.log(f"round {r + 1}/{rounds}: {model.name}, {threads} thread(s)")
-                slot = runs.setdefault((model.name, threads), {"raw": [], "naive": [], "tledge": []})
+                slot = runs.setdefault((model.name, threads), {"raw": [], "naive": [], "tledge": [], "costs": []})
+                slot["costs"].append(source_costs(model, video))
                 slot["raw"].append(raw_rate(model, threads, raw_runs))
                 slot["naive"].append(naive_rate(model, threads, video))
                 slot["tledge"].append(tledge_rate(model, threads, video))
@@ -152,7 +180,9 @@ def benchmark(models: list[bc.ModelRef], thread_counts: list[int], video: Path, 
             "tledge_stats_fps": bc.median([x["stats_fps"] for x in slot["tledge"]]),
             "tledge_vs_raw": round(tledge / raw, 3), "tledge_vs_naive": round(tledge / naive, 3),
             "frames": slot["tledge"][0]["frames"], "tledge_command": slot["tledge"][0]["command"],
-            "per_round": {k: [round(x["fps"], 2) for x in v] for k, v in slot.items()},
+            "decode_ms": round(bc.median([x["decode_ms"] for x in slot["costs"]]), 3),
+            "preprocess_ms": round(bc.median([x["preprocess_ms"] for x in slot["costs"]]), 3),
+            "per_round": {k: [round(x["fps"], 2) for x in v] for k, v in slot.items() if k != "costs"},
         })
     return rows
 

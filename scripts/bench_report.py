@@ -141,6 +141,40 @@ def render_startup(d: dict[str, Any]) -> str:
     )
 
 
+def _pct(v: Any) -> str:
+    return "" if v is None else f"{100 * v:.1f}%"
+
+
+def render_export(d: dict[str, Any]) -> str:
+    """bench_export.json: one row per quantization mode."""
+    rows = d.get("rows", [])
+    body = table(
+        ["mode", "input", "size MB", "test acc (Keras)", "test acc (.tflite)", "drop, points", "top-1 agreement with Keras", "val acc (.tflite)", "mean invoke ms", "export s"],
+        [[r.get("mode"), r.get("io"), round(r.get("size_bytes", 0) / 1e6, 2), _pct(r.get("float_test_accuracy")), _pct(r.get("tflite_test_accuracy")),
+          None if r.get("float_test_accuracy") is None else round(100 * (r["float_test_accuracy"] - r["tflite_test_accuracy"]), 2),
+          _pct(r.get("test_top1_agreement")), _pct(r.get("tflite_val_accuracy")), r.get("mean_invoke_ms"), r.get("export_seconds")] for r in rows],
+    )
+    first = rows[0] if rows else {}
+    return (
+        f"Run `{first.get('run', '?')}`; {first.get('test_images', '?')} test images, {first.get('calibration_images', '?')} calibration images for int8. "
+        f"Accuracies and agreement measured on the exported file through the edge runtime, exactly as a device runs it.\n\n{body}"
+    )
+
+
+def export_goals(d: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = {r.get("mode"): r for r in d.get("rows", [])}
+    i8 = rows.get("int8")
+    if not i8 or i8.get("float_test_accuracy") is None or i8.get("tflite_test_accuracy") is None:
+        return [{"goal": "int8 within 1 point of float (test accuracy)", "met": None, "detail": "no int8 row with test accuracies"}]
+    drop = 100 * (i8["float_test_accuracy"] - i8["tflite_test_accuracy"])
+    f32 = rows.get("float32", {})
+    versus = f", float32 .tflite {_pct(f32.get('tflite_test_accuracy'))}" if f32 else ""
+    return [{
+        "goal": "int8 within 1 point of float (test accuracy)", "met": drop <= 1.0,
+        "detail": f"Keras float {_pct(i8['float_test_accuracy'])}, int8 {_pct(i8['tflite_test_accuracy'])} ({drop:+.2f} points drop){versus}; top-1 agreement {_pct(i8.get('test_top1_agreement'))}",
+    }]
+
+
 def render_generic(d: dict[str, Any]) -> str:
     """For JSON of a shape this report does not know: its scalars, and any list of rows."""
     if isinstance(d.get("markdown"), str):
@@ -155,13 +189,21 @@ def render_generic(d: dict[str, Any]) -> str:
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "export": render_export,
     "inference": render_inference,
     "pipeline": render_pipeline,
     "startup": render_startup,
 }
 
 
+GOAL_FUNCTIONS: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
+    "export": export_goals,
+}
+
+
 def section_goals(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    if name in GOAL_FUNCTIONS:
+        return GOAL_FUNCTIONS[name](data)
     goals = data.get("goals")
     if isinstance(goals, list):
         return [g for g in goals if isinstance(g, dict) and "goal" in g]
@@ -200,6 +242,8 @@ def render(results: dict[str, Any], runs: dict[str, Any], old: str, invocation: 
     summary, blocks = [], []
     for name in TITLES:
         data = results.get(name)
+        if isinstance(data, list):  # a script that writes a list of rows
+            data = {"rows": data}
         if isinstance(data, dict):
             text = render_section(name, data, runs.get(name))
             for g in section_goals(name, data):
