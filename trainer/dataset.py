@@ -202,12 +202,13 @@ def _image_files(folder: Path) -> tuple[list[Path], int]:
 
 
 def _absolute(path: Path) -> Path:
-    """`path` resolved; a symlink loop (RuntimeError before Python 3.13) or a vanished
-    file keeps its absolute name, so probing reports it as unreadable instead of crashing."""
+    """`path` resolved; a symlink loop (RuntimeError before Python 3.13) or a dangling
+    link keeps its own absolute name, so probing reports the file the user sees."""
     try:
-        return path.resolve()
+        resolved = path.resolve()
     except (OSError, RuntimeError):
         return path.absolute()
+    return resolved if resolved.exists() else path.absolute()
 
 
 # -- probing ---------------------------------------------------------------------------
@@ -227,7 +228,9 @@ def _probe(path: Path) -> tuple[str | None, str | None]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # Pillow's own guard, above ~179 megapixels
+        return None, f"larger than the {MAX_PIXELS:,}-pixel limit (possible decompression bomb)"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None, "not a readable image (unknown or corrupt format)"
     if width * height > MAX_PIXELS:
         return None, f"{width}x{height} is larger than the {MAX_PIXELS:,}-pixel limit"
@@ -294,6 +297,15 @@ def _check_fractions(val_split: float, test_split: float) -> None:
 
 
 def _check_label_count(root: Path, labels: tuple[str, ...]) -> None:
+    for label in labels:
+        try:
+            label.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the file system kept as surrogates
+            shown = label.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            raise DataError(
+                f"the class folder name {shown!r} in {root} is not valid UTF-8, so it cannot be a label "
+                "in labels.txt and the model's metadata; rename the folder (e.g. with convmv)"
+            ) from None
     if len(labels) < 2:
         found = f" (found only {labels[0]!r})" if labels else ""
         raise DataError(

@@ -65,7 +65,12 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 def write_json(path: Path, value: Any) -> None:
-    write_atomic(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8 (surrogates): \u-escape it
+        text = json.dumps(value, indent=2, ensure_ascii=True)
+    write_atomic(path, text + "\n")
 
 
 def write_history_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -194,3 +194,47 @@ def write_image_corpus(folder: Path) -> list[ImageCase]:
     (folder / odd).write_bytes(good_jpeg)
     cases.append(ImageCase("non_utf8_name.jpg", folder / odd, (24, 32), ""))
     return cases
+
+
+# -- datasets -----------------------------------------------------------------------------
+
+#: Class names a user's folders really have: spaces, accents, CJK.
+ODD_CLASS_NAMES = ("t-shirt à manches", "猫 cat", "plain")
+
+
+@dataclass(frozen=True)
+class DirtyDataset:
+    """A folder-per-class dataset with the whole image corpus mixed into one class."""
+
+    root: Path
+    refused: tuple[str, ...]  # file names tledge train must skip and name
+    usable: dict[str, int]  # class -> images that must be used
+
+
+def noisy_rgb(rng: np.random.Generator, size: int = 40) -> np.ndarray:
+    return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def write_dirty_dataset(root: Path, good_per_class: int = 6, seed: int = 0) -> DirtyDataset:
+    """Three oddly named classes of small good PNGs; class "plain" also holds every file of
+    the bad-image corpus, a 300 MB sparse file named .jpg, a directory symlink loop, a
+    hidden file and a text file."""
+    rng = np.random.default_rng(seed)
+    usable: dict[str, int] = {}
+    for name in ODD_CLASS_NAMES:
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(good_per_class):
+            (folder / f"good_{i}.png").write_bytes(png_bytes(Image.fromarray(noisy_rgb(rng))))
+        usable[name] = good_per_class
+    plain = root / "plain"
+    cases = write_image_corpus(plain / "corpus")
+    usable["plain"] += sum(1 for case in cases if case.shape is not None)
+    refused = [case.path.name for case in cases if case.shape is None]
+    with open(plain / "huge_sparse.jpg", "wb") as stream:  # 300 MB on paper, no disk used
+        stream.truncate(300 * 1024 * 1024)
+    refused.append("huge_sparse.jpg")
+    os.symlink("..", plain / "corpus" / "up")  # plain/corpus/up -> plain: a directory loop
+    (plain / ".hidden.jpg").write_bytes(jpeg_bytes(gradient_rgb()))
+    (plain / "notes.txt").write_text("not an image\n", encoding="utf-8")
+    return DirtyDataset(root, tuple(refused), usable)
