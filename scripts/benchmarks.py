@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -41,6 +42,8 @@ import bench_report as report  # noqa: E402
 
 BENCHMARKS_MD = bc.ROOT / "BENCHMARKS.md"
 RUNS_JSON = bc.OUT / "benchmarks_runs.json"
+#: Progress lines worth echoing: timestamps, the scripts' own notes, errors.
+PROGRESS = re.compile(r"^(\[\d\d:\d\d:\d\d\]|run:|  \[|Traceback|\w*Error|error:)")
 
 
 @dataclass(frozen=True)
@@ -83,13 +86,24 @@ def section_command(section: Section, args: argparse.Namespace) -> list[str]:
 
 
 def run_section(section: Section, cmd: list[str]) -> dict[str, Any]:
-    """Run one script (stdout = its JSON, kept quiet; stderr = progress, shown)."""
+    """Run one script. Its stdout (the JSON) is dropped here (the script writes the file);
+    its stderr goes to scripts/out/<name>.log, and its progress lines are echoed."""
     shown = " ".join(shlex.quote(c) for c in cmd)
     bc.log(f"== {section.name}: {shown}")
+    log_path = bc.OUT / f"{section.json_name}.log"
     start = time.monotonic()
-    done = subprocess.run([sys.executable, *cmd], cwd=bc.ROOT, stdout=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    record = {"command": shown, "rc": done.returncode, "wall_s": round(time.monotonic() - start, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    bc.log(f"== {section.name}: exit {done.returncode} after {record['wall_s']} s")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with open(log_path, "w") as log_file, subprocess.Popen(
+        [sys.executable, *cmd], cwd=bc.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        for line in proc.stderr or ():
+            log_file.write(line)
+            if PROGRESS.match(line):  # the runtime's own INFO chatter stays in the log
+                print(f"   {line}", end="", file=sys.stderr, flush=True)
+    record = {"command": shown, "rc": proc.returncode, "wall_s": round(time.monotonic() - start, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    bc.log(f"== {section.name}: exit {proc.returncode} after {record['wall_s']} s (log: {log_path.relative_to(bc.ROOT)})")
+    if proc.returncode != 0:
+        print("".join(log_path.read_text().splitlines(keepends=True)[-15:]), file=sys.stderr)
     return record
 
 
