@@ -2,10 +2,9 @@
 """Soak test: run the real edge pipeline over a looping video for many frames and check
 that memory and open file descriptors stay flat.
 
-    scripts/soak.py                                 # 20,000 frames, tiny generated model
+    scripts/soak.py                        # 20,000 frames: tiny generated bundle + Google's model
     scripts/soak.py --frames 50000 --model models/clothing-small
-    scripts/soak.py --model ../shared/models/mobilenet_v2_1.0_224_quant.tflite \
-                    --labels ../shared/models/imagenet_labels.txt
+    scripts/soak.py --model tiny --frames 3000 --warmup 500
 
 The video is generated with OpenCV (trainer.synthetic.make_video, MJPG AVI) and played
 with `loop=True`, so the source is closed and reopened at every end: a leak per reopen
@@ -14,9 +13,10 @@ shows up as descriptor or memory growth. Sinks: JSON lines (to /dev/null), a CSV
 
 RSS and descriptors are sampled inside the run: the start values after `--warmup`
 frames (allocator and interpreter caches settled), the end values at the last frame.
-Prints JSON (frames, rss_start_mb, rss_end_mb, fds_start, fds_end, seconds, ...) and
-writes scripts/out/soak.json. Exit code 1 when RSS grows by `--max-rss-growth-mb` or
-more, or the descriptor count grows.
+Each model runs in a fresh child process. Prints JSON (per run: frames, rss_start_mb,
+rss_end_mb, fds_start, fds_end, seconds, ...; goals; a markdown table that
+scripts/benchmarks.py puts in BENCHMARKS.md) and writes scripts/out/soak.json. Exit code
+1 when RSS grows by `--max-rss-growth-mb` or more, or the descriptor count grows.
 """
 
 from __future__ import annotations
@@ -168,38 +168,122 @@ def soak(model: Path, labels: Path | None, frames: int, warmup: int, every: int,
     }
 
 
+GOOGLE_MODEL = ROOT.parent / "shared" / "models" / "mobilenet_v2_1.0_224_quant.tflite"
+TINY = "tiny"
+
+
+def run_one(model: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Soak one model in a fresh child process (so one run's memory cannot hide another's)."""
+    with tempfile.TemporaryDirectory(prefix="tledge-soak-") as scratch:
+        out = Path(scratch) / "one.json"
+        cmd = [sys.executable, __file__, "--single", "--model", model, "--frames", str(args.frames), "--warmup", str(args.warmup),
+               "--every", str(args.every), "--threads", str(args.threads), "--video-frames-per-class", str(args.video_frames_per_class),
+               "--out", str(out)] + (["--labels", str(args.labels)] if args.labels else [])
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, timeout=None)
+        if done.returncode != 0 or not out.is_file():
+            raise SystemExit(f"the soak of {model} failed (exit {done.returncode})")
+        return json.loads(out.read_text())
+
+
+def single(args: argparse.Namespace) -> dict[str, Any]:
+    """The child's work: one model, in this process."""
+    model = str(args.model[0])
+    scratch = None
+    path = Path(model)
+    if model == TINY:
+        scratch = Path(tempfile.mkdtemp(prefix="tledge-soak-model-"))
+        path = tiny_bundle(scratch / "tiny")
+    try:
+        report = soak(path, args.labels, args.frames, args.warmup, args.every, args.video_frames_per_class, args.threads)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    report["model"] = "tiny generated bundle (96 px, 4 classes)" if model == TINY else _shown(path)
+    return report
+
+
+def _shown(path: Path) -> str:
+    try:
+        return os.path.relpath(path.resolve(), ROOT)
+    except ValueError:
+        return str(path)
+
+
+def goals(runs: list[dict[str, Any]], max_growth_mb: float) -> list[dict[str, Any]]:
+    worst = max(runs, key=lambda r: r["rss_growth_mb"])
+    fds_ok = all(r["fds_end"] <= r["fds_start"] and r["fds_after_close"] <= r["fds_before"] for r in runs)
+    return [
+        {"goal": f"RSS growth < {max_growth_mb:g} MB over {runs[0]['frames']:,} frames", "met": worst["rss_growth_mb"] < max_growth_mb,
+         "detail": f"largest growth {worst['rss_growth_mb']:+.2f} MB ({worst['model']})"},
+        {"goal": "no open-descriptor growth", "met": fds_ok,
+         "detail": "; ".join(f"{r['model']}: {r['fds_start']} -> {r['fds_end']} in the run, {r['fds_before']} -> {r['fds_after_close']} around it" for r in runs)},
+    ]
+
+
+def markdown(runs: list[dict[str, Any]], every: int) -> str:
+    rows = [
+        f"| {r['model']} | {r['frames']:,} | {r['loops']} | {r['seconds']:.0f} | {r['fps']:.0f} | {r['rss_start_mb']:.1f} -> {r['rss_end_mb']:.1f} "
+        f"(**{r['rss_growth_mb']:+.2f}**) | {r['rss_max_mb']:.1f} | {r['fds_start']} -> {r['fds_end']} | {r['fds_before']} -> {r['fds_after_close']} "
+        f"| {r['threads_start']} -> {r['threads_end']} |"
+        for r in runs
+    ]
+    return "\n".join([
+        "`tledge`'s real pipeline (edge.pipeline with the LiteRT interpreter, JSON-lines, CSV-log and overlay-drawing sinks) "
+        f"over a generated {runs[0]['video']['size']} {runs[0]['video']['codec']} video of {runs[0]['video']['frames_per_loop']} frames played "
+        "with `loop=True`, so the video is closed and reopened at every end. Each model runs in its own process; RSS (MB), "
+        f"open descriptors and threads are sampled inside the run, the start after {runs[0]['warmup_frames']:,} warm-up frames, "
+        "the end at the last frame; \"around\" compares before the pipeline opened anything with after it closed.",
+        "",
+        "| model | frames | reopens | s | fps | RSS start -> end MB (growth) | RSS max MB | fds in run | fds around | threads |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+        f"Samples every {every:,} frames ([frame, RSS MB, descriptors, threads]) are in scripts/out/soak.json.",
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=1_000, help="frames before the start sample")
     parser.add_argument("--every", type=int, default=1_000, help="frames between samples")
-    parser.add_argument("--model", type=Path, help="bundle folder or .tflite (default: a tiny generated bundle)")
+    parser.add_argument("--model", action="append", default=[],
+                        help=f"bundle folder or .tflite, repeatable; '{TINY}' = a tiny generated bundle "
+                             "(default: tiny, and ../shared's Google model when present)")
     parser.add_argument("--labels", type=Path, help="labels file for a bare .tflite")
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads")
     parser.add_argument("--video-frames-per-class", type=int, default=15, help="4 classes: 60 frames per loop by default")
     parser.add_argument("--max-rss-growth-mb", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=OUT / "soak.json")
+    parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.frames <= args.warmup:
         parser.error("--frames must be larger than --warmup")
-    model = args.model
-    scratch = None
-    if model is None:
-        scratch = Path(tempfile.mkdtemp(prefix="tledge-soak-model-"))
-        model = tiny_bundle(scratch / "tiny")
-    try:
-        report = soak(model, args.labels, args.frames, args.warmup, args.every, args.video_frames_per_class, args.threads)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    report["ok"] = report["rss_growth_mb"] < args.max_rss_growth_mb and report["fds_end"] <= report["fds_start"] and report["fds_after_close"] <= report["fds_before"]
-    text = compact_json(report)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)
-    return 0 if report["ok"] else 1
+    if args.single:
+        _write(args.out, single(args))
+        return 0
+    models = args.model or [TINY] + ([str(GOOGLE_MODEL)] if GOOGLE_MODEL.is_file() else [])
+    runs = [run_one(model, args) for model in models]
+    result = {
+        "command": " ".join(["scripts/soak.py", *(argv if argv is not None else sys.argv[1:])]),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {"load_avg_1m": round(os.getloadavg()[0], 2)},
+        "frames": args.frames,
+        "runs": runs,
+        "goals": goals(runs, args.max_rss_growth_mb),
+    }
+    result["markdown"] = markdown(runs, args.every)
+    result["ok"] = all(g["met"] for g in result["goals"])
+    print(compact_json(result))
+    _write(args.out, result)
+    return 0 if result["ok"] else 1
+
+
+def _write(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(compact_json(report) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
