@@ -248,6 +248,7 @@ def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptio
         final = embed_metadata(raw, facts, info)
         if not _same_outputs(staged.read_bytes(), final, summary.inputs[0].shape, summary.inputs[0].dtype):
             raise ExportError("Re-embedding the metadata changed the model's outputs; please report this bug")
+        report = {**report, "model_size_bytes": len(final)}  # the final file, metadata included
         bundle_manifest = manifest(info, final)
         stage.write(MODEL_NAME, final)
         stage.write(LABELS_NAME, labels_text(run.labels))
