@@ -119,7 +119,8 @@ def convert(
         except ExportError:
             raise
         except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
+            lines = str(exc).strip().splitlines() or [repr(exc)]  # the last line names the cause
             raise ExportError(
-                f"TFLite conversion ({mode.value}) failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}. "
+                f"TFLite conversion ({mode.value}) failed: {lines[-1]}. "
                 "Try another --mode, or check that the model uses only standard Keras layers"
             ) from None

@@ -129,6 +129,30 @@ def test_choose_mode_refuses_contradictions(quantize, mode, io):
         choose_mode(quantize, mode, io)
 
 
+# -- checks of the produced file --------------------------------------------------------
+def _summary(ops, dtypes, io="UINT8"):
+    from trainer.tflite_inspect import TensorSummary, TfliteSummary
+
+    tensor_in = TensorSummary("image", io, (1, 8, 8, 3), 1.0, 0)
+    tensor_out = TensorSummary("score", io, (1, 2), 1 / 256, 0)
+    return TfliteSummary(tuple(ops), tuple(dtypes), (tensor_in,), (tensor_out,), ("TFLITE_METADATA",))
+
+
+def test_check_file_refuses_flex_ops_and_float_leftovers():
+    from trainer.export import check_file
+
+    int8 = ExportOptions.for_int8()
+    check_file(_summary(["CONV_2D", "SOFTMAX"], ["INT8", "UINT8", "INT32"]), int8)
+    with pytest.raises(ExportError, match="FlexErf"):
+        check_file(_summary(["CONV_2D", "CUSTOM:FlexErf"], ["INT8", "UINT8", "INT32"]), int8)
+    with pytest.raises(ExportError, match="full-integer"):
+        check_file(_summary(["CONV_2D"], ["FLOAT32", "INT8", "UINT8"]), int8)
+    with pytest.raises(ExportError, match="full-integer"):
+        check_file(_summary(["CONV_2D"], ["INT8", "INT32"], io="INT8"), int8)  # asked for uint8 I/O
+    with pytest.raises(ExportError, match="float32"):
+        check_file(_summary(["CONV_2D"], ["INT8", "UINT8"]), ExportOptions.for_dynamic())
+
+
 # -- staging ---------------------------------------------------------------------------
 def test_staging_commits_complete_folder(tmp_path):
     target = tmp_path / "models" / "b"
