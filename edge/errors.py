@@ -11,6 +11,7 @@
     ├── ServeError                   the live view server cannot start (bad address, port in use)
     ├── ExportError                  conversion or verification failed
     ├── WeightsError                 ImageNet weights cannot be found or loaded
+    ├── OutputError                  a result (training run, log) cannot be written: disk full, permissions
     └── MissingExtraError            an optional dependency group is not installed
 
 Library code raises these; only the CLI turns them into exit codes.
@@ -57,6 +58,10 @@ class ServeError(TledgeError):
 
 class ExportError(TledgeError):
     """Conversion to .tflite or its verification failed."""
+
+
+class OutputError(TledgeError):
+    """A result cannot be written (disk full, read-only or unwritable folder)."""
 
 
 class WeightsError(TledgeError):
