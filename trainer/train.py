@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import DataError
+from edge.errors import DataError, OutputError
 from trainer import __version__
 from trainer import model as model_lib
 from trainer.config import CacheMode, Distribute, TrainOptions, default_cache_dir
@@ -385,14 +385,17 @@ def write_run(options: TrainOptions, work: _Work, classifier: Any, weights: str,
     name = run_name(options)
     now = datetime.now(timezone.utc)
     out_dir = Path(options.out_dir).expanduser().resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
     final = _unique(out_dir / f"{name}-{now.astimezone().strftime('%Y%m%d-%H%M%S')}")
     tmp = out_dir / f".{final.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         summary = _write_files(tmp, final, options, work, classifier, weights, metrics, reporter, name, now)
         os.replace(tmp, final)
+    except OSError as exc:  # disk full, read-only or unwritable --out: a message, not a traceback
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"Cannot write the run to {final}: {exc.strerror or exc}; free some disk space or choose another --out") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
