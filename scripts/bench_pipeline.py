@@ -13,7 +13,10 @@ Three rates per model and thread count, interleaved round by round on the same v
   cv2.VideoCapture.read -> cvtColor BGR->RGB -> cv2.resize -> set_tensor/invoke ->
   get_tensor -> argmax;
 - ``tledge``: the real `tledge run MODEL --source VIDEO --display off --json` in a child
-  process; its JSON lines are read from the pipe as a consumer would.
+  process; its JSON lines are read from the pipe as a consumer would;
+- ``pipeline``: the same `edge.pipeline.Pipeline` in this process (no JSON, no pipe);
+- ``prep_in_capture``: an experiment: that pipeline with the resize moved from the
+  inference thread into the capture thread, to measure what it is worth.
 
 Loop rates are steady-state: (frames - 1) / (time of the last result - time of the
 first), so model loading and the first (slow) invoke count for none of them. tledge's
@@ -156,17 +159,81 @@ def tledge_rate(model: bc.ModelRef, threads: int, video: Path) -> dict[str, Any]
     }
 
 
+class _PreprocessingSource:
+    """Experiment: a source wrapper that preprocesses in the capture thread, so the
+    inference thread only invokes (not what tledge does today)."""
+
+    def __init__(self, source: Any, classifier: Any) -> None:
+        self.source, self.classifier = source, classifier
+        self.name, self.is_live, self.fps = source.name, source.is_live, source.fps
+
+    def open(self) -> None:
+        self.source.open()
+
+    def read(self) -> Any:
+        frame_rgb = self.source.read()
+        return None if frame_rgb is None else self.classifier.preprocess(frame_rgb)[0]
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class _Prepared:
+    """The classifier for `_PreprocessingSource`: frames arrive as input tensors."""
+
+    def __init__(self, classifier: Any) -> None:
+        self.classifier = classifier
+
+    def preprocess(self, tensor: Any) -> Any:
+        return tensor[None]
+
+    def invoke(self, tensor: Any) -> Any:
+        return self.classifier.invoke(tensor)
+
+    def postprocess(self, scores: Any, top_k: int = 5) -> Any:
+        return self.classifier.postprocess(scores, top_k)
+
+
+class _StampSink:
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def emit(self, frame_rgb: Any, result: Any) -> None:
+        self.stamps.append(time.perf_counter())
+
+    def close(self) -> None:
+        pass
+
+
+def inprocess_rate(model: bc.ModelRef, threads: int, video: Path, prep_in_capture: bool) -> dict[str, float]:
+    """edge.pipeline.Pipeline in this process, as `tledge run` builds it, or with the
+    preprocessing moved into the capture thread (`prep_in_capture`)."""
+    from edge.pipeline import Pipeline, PipelineOptions
+    from edge.sources import open_source
+
+    _, clf = _interpreter(model, threads)
+    source: Any = open_source(str(video), model_size=clf.input_size)
+    runner: Any = clf
+    if prep_in_capture:
+        source, runner = _PreprocessingSource(source, clf), _Prepared(clf)
+    sink = _StampSink()
+    Pipeline(runner, source, [sink], PipelineOptions(top_k=3)).run()
+    return {"fps": (len(sink.stamps) - 1) / (sink.stamps[-1] - sink.stamps[0])}
+
+
 def benchmark(models: list[bc.ModelRef], thread_counts: list[int], video: Path, rounds: int, raw_runs: int) -> list[dict[str, Any]]:
     runs: dict[tuple[str, int], dict[str, list[Any]]] = {}
     for r in range(rounds):
         for model in models:
             for threads in thread_counts:
                 bc.log(f"round {r + 1}/{rounds}: {model.name}, {threads} thread(s)")
-                slot = runs.setdefault((model.name, threads), {"raw": [], "naive": [], "tledge": [], "costs": []})
+                slot = runs.setdefault((model.name, threads), {"raw": [], "naive": [], "tledge": [], "pipeline": [], "prep_in_capture": [], "costs": []})
                 slot["costs"].append(source_costs(model, video))
                 slot["raw"].append(raw_rate(model, threads, raw_runs))
                 slot["naive"].append(naive_rate(model, threads, video))
                 slot["tledge"].append(tledge_rate(model, threads, video))
+                slot["pipeline"].append(inprocess_rate(model, threads, video, prep_in_capture=False))
+                slot["prep_in_capture"].append(inprocess_rate(model, threads, video, prep_in_capture=True))
     rows = []
     by_name = {m.name: m for m in models}
     for (name, threads), slot in runs.items():
@@ -178,6 +245,8 @@ def benchmark(models: list[bc.ModelRef], thread_counts: list[int], video: Path, 
             "raw_invoke_fps": round(raw, 2), "raw_invoke_p50_ms": round(bc.median([x["p50_ms"] for x in slot["raw"]]), 3),
             "naive_fps": round(naive, 2), "tledge_fps": round(tledge, 2),
             "tledge_stats_fps": bc.median([x["stats_fps"] for x in slot["tledge"]]),
+            "pipeline_inprocess_fps": round(bc.median([x["fps"] for x in slot["pipeline"]]), 2),
+            "prep_in_capture_fps": round(bc.median([x["fps"] for x in slot["prep_in_capture"]]), 2),
             "tledge_vs_raw": round(tledge / raw, 3), "tledge_vs_naive": round(tledge / naive, 3),
             "frames": slot["tledge"][0]["frames"], "tledge_command": slot["tledge"][0]["command"],
             "decode_ms": round(bc.median([x["decode_ms"] for x in slot["costs"]]), 3),
@@ -206,12 +275,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=[], help="A bundle, .tflite, or folder of them (repeatable). Default: the int8 and float32 of the default models.")
     parser.add_argument("--modes", default="int8,float32", help="With the default models: which quantization modes to run.")
-    parser.add_argument("--threads", default="2", help="Interpreter thread counts, comma-separated (2 = tledge's default here).")
-    parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds.")
-    parser.add_argument("--frames", type=int, default=600, help="Frames in the generated video.")
+    parser.add_argument("--threads", default="1,2", help="Interpreter thread counts, comma-separated (2 = tledge's default here).")
+    parser.add_argument("--rounds", type=int, default=5, help="Interleaved rounds (short ones spread load bursts evenly).")
+    parser.add_argument("--frames", type=int, default=300, help="Frames in the generated video.")
     parser.add_argument("--size", default="640x480", help="Video frame size WIDTHxHEIGHT.")
     parser.add_argument("--video", type=Path, help="Use this video instead of generating one.")
-    parser.add_argument("--raw-runs", type=int, default=100, help="Invokes timed for the raw rate per round.")
+    parser.add_argument("--raw-runs", type=int, default=150, help="Invokes timed for the raw rate per round.")
     parser.add_argument("--quick", action="store_true", help="1 round on a 160-frame video: a smoke run.")
     args = parser.parse_args(argv)
     if args.quick:

@@ -11,6 +11,8 @@ import re
 import time
 from typing import Any, Callable
 
+import bench_common as bc
+
 TITLES = {
     "train": "1. Training: tledge vs the original Keras recipe",
     "export": "2. Export fidelity per quantization mode",
@@ -276,4 +278,5 @@ def render(results: dict[str, Any], runs: dict[str, Any], old: str, invocation: 
         table(["#", "goal", "status"], summary) if summary else "No goal measured yet.",
         "",
     ]
-    return "\n".join(head) + "\n" + "\n\n".join(blocks) + "\n"
+    text = "\n".join(head) + "\n" + "\n\n".join(blocks) + "\n"
+    return text.replace(str(bc.SHARED), "../shared").replace(f"{bc.ROOT}/", "")
