@@ -29,6 +29,7 @@ under scripts/out/. Writes scripts/out/bench_pipeline.json and prints it.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -143,11 +144,12 @@ def tledge_rate(model: bc.ModelRef, threads: int, video: Path) -> dict[str, Any]
     cmd = [str(TLEDGE), "run", str(model.path), "--source", str(video), "--display", "off", "--json", "--threads", str(threads)]
     if model.labels:
         cmd += ["--labels", str(model.labels)]
-    stamps = []
+    stamps, lines = [], []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=bc.ROOT) as proc:
         assert proc.stdout is not None and proc.stderr is not None
-        for _ in proc.stdout:
+        for line in proc.stdout:
             stamps.append(time.perf_counter())
+            lines.append(line)
         stderr = proc.stderr.read()
     stats = STATS_RE.search(stderr)
     if proc.returncode != 0 or not stats or len(stamps) < 2:
@@ -155,6 +157,8 @@ def tledge_rate(model: bc.ModelRef, threads: int, video: Path) -> dict[str, Any]
     return {
         "fps": (len(stamps) - 1) / (stamps[-1] - stamps[0]), "frames": len(stamps),
         "stats_fps": float(stats.group(3)), "stats_line": stderr.strip().splitlines()[-1],
+        # tledge's own per-frame latency (preprocess + invoke + postprocess), ms
+        "frame_latency_ms": bc.median([json.loads(line)["latency_ms"] for line in lines[1:]]),
         "command": " ".join(["tledge", *cmd[1:]]),
     }
 
@@ -245,6 +249,7 @@ def benchmark(models: list[bc.ModelRef], thread_counts: list[int], video: Path, 
             "raw_invoke_fps": round(raw, 2), "raw_invoke_p50_ms": round(bc.median([x["p50_ms"] for x in slot["raw"]]), 3),
             "naive_fps": round(naive, 2), "tledge_fps": round(tledge, 2),
             "tledge_stats_fps": bc.median([x["stats_fps"] for x in slot["tledge"]]),
+            "tledge_frame_latency_ms": round(bc.median([x["frame_latency_ms"] for x in slot["tledge"]]), 3),
             "pipeline_inprocess_fps": round(bc.median([x["fps"] for x in slot["pipeline"]]), 2),
             "prep_in_capture_fps": round(bc.median([x["fps"] for x in slot["prep_in_capture"]]), 2),
             "tledge_vs_raw": round(tledge / raw, 3), "tledge_vs_naive": round(tledge / naive, 3),

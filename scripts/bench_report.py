@@ -117,14 +117,22 @@ def render_pipeline(d: dict[str, Any]) -> str:
     rows = d.get("results", [])
     s = d.get("settings", {})
     body = table(
-        ["model", "mode", "threads", "raw invoke fps", "naive loop fps", "tledge run fps", "tledge / raw", "tledge / naive", "tledge's own stats fps"],
+        ["model", "mode", "threads", "raw invoke fps", "naive loop fps", "tledge run fps", "tledge / raw", "tledge / naive", "tledge's stats line fps"],
         [[r["model"], r["mode"], r["threads"], r["raw_invoke_fps"], r["naive_fps"], r["tledge_fps"], f"{100 * r['tledge_vs_raw']:.0f}%", f"x{r['tledge_vs_naive']:.2f}", r["tledge_stats_fps"]] for r in rows],
+    )
+    extra = table(
+        ["model", "threads", "decode ms/frame", "preprocess ms/frame", "invoke p50 ms", "tledge's per-frame latency ms", "Pipeline in-process fps", "same, preprocess in capture thread fps"],
+        [[r["model"], r["threads"], r.get("decode_ms"), r.get("preprocess_ms"), r["raw_invoke_p50_ms"], r.get("tledge_frame_latency_ms"), r.get("pipeline_inprocess_fps"), r.get("prep_in_capture_fps")] for r in rows],
     )
     cmds = "\n".join(f"- `{r['tledge_command']}`" for r in rows[:2])
     return (
         f"Video: `{s.get('video')}` ({s.get('size')}, MJPG, {rows[0]['frames'] if rows else '?'} frames), "
-        f"{s.get('rounds')} interleaved rounds, medians. Rates are steady-state: (frames - 1) / (last result - first result).\n\n"
-        f"{body}\n\ntledge was run as:\n{cmds}"
+        f"{s.get('rounds')} interleaved rounds, medians. Loop rates are steady-state: (frames - 1) / (last result - first result); "
+        f"the raw rate is invokes per second of the model alone on a prepared input.\n\n{body}\n\n"
+        f"Where the time goes (decode = cv2.VideoCapture.read; preprocess = tledge's crop + resize, both on one core; "
+        f"tledge's per-frame latency = preprocess + invoke + postprocess as its JSON lines report it), and the same "
+        f"`edge.pipeline.Pipeline` run in-process, as tledge builds it and with the resize moved to the capture thread (an experiment):\n\n{extra}\n\n"
+        f"tledge was run as:\n{cmds}"
     )
 
 
