@@ -31,8 +31,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,13 @@ def make_video(width: int, height: int, frames: int) -> Path:
         draw_video(tmp, frames_per_class=per_class, size=(width, height), fps=30.0)
         tmp.replace(path)
     return path
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process, all threads: robust to other
+    processes' load, unlike wall time, though spinning worker threads inflate it."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _interpreter(model: bc.ModelRef, threads: int) -> tuple[Any, Any]:
@@ -123,6 +132,7 @@ def naive_rate(model: bc.ModelRef, threads: int, video: Path) -> dict[str, float
     dtype = inp["dtype"]
     cap = cv2.VideoCapture(str(video))
     stamps = []
+    cpu_start = _cpu_s()
     try:
         while True:
             ok, frame_bgr = cap.read()
@@ -136,7 +146,8 @@ def naive_rate(model: bc.ModelRef, threads: int, video: Path) -> dict[str, float
             stamps.append(time.perf_counter())
     finally:
         cap.release()
-    return {"fps": (len(stamps) - 1) / (stamps[-1] - stamps[0]), "frames": len(stamps)}
+    cpu_ms = 1000 * (_cpu_s() - cpu_start) / len(stamps)
+    return {"fps": (len(stamps) - 1) / (stamps[-1] - stamps[0]), "frames": len(stamps), "cpu_ms_per_frame": cpu_ms}
 
 
 def tledge_rate(model: bc.ModelRef, threads: int, video: Path) -> dict[str, Any]:
@@ -145,12 +156,16 @@ def tledge_rate(model: bc.ModelRef, threads: int, video: Path) -> dict[str, Any]
     if model.labels:
         cmd += ["--labels", str(model.labels)]
     stamps, lines = [], []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=bc.ROOT) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        for line in proc.stdout:
+    with tempfile.TemporaryFile("w+") as errors:  # a file, not a pipe: never blocks the child
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=bc.ROOT)
+        for line in proc.stdout or ():
             stamps.append(time.perf_counter())
             lines.append(line)
-        stderr = proc.stderr.read()
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+        errors.seek(0)
+        stderr = errors.read()
     stats = STATS_RE.search(stderr)
     if proc.returncode != 0 or not stats or len(stamps) < 2:
         raise RuntimeError(f"tledge run failed (exit {proc.returncode}): {stderr.strip()[-400:]}")
@@ -221,8 +236,10 @@ def inprocess_rate(model: bc.ModelRef, threads: int, video: Path, prep_in_captur
     if prep_in_capture:
         source, runner = _PreprocessingSource(source, clf), _Prepared(clf)
     sink = _StampSink()
+    cpu_start = _cpu_s()
     Pipeline(runner, source, [sink], PipelineOptions(top_k=3)).run()
-    return {"fps": (len(sink.stamps) - 1) / (sink.stamps[-1] - sink.stamps[0])}
+    cpu_ms = 1000 * (_cpu_s() - cpu_start) / len(sink.stamps)
+    return {"fps": (len(sink.stamps) - 1) / (sink.stamps[-1] - sink.stamps[0]), "cpu_ms_per_frame": cpu_ms}
 
 
 def benchmark(models: list[bc.ModelRef], thread_counts: list[int], video: Path, rounds: int, raw_runs: int) -> list[dict[str, Any]]:
@@ -249,6 +266,9 @@ def benchmark(models: list[bc.ModelRef], thread_counts: list[int], video: Path, 
             "raw_invoke_fps": round(raw, 2), "raw_invoke_p50_ms": round(bc.median([x["p50_ms"] for x in slot["raw"]]), 3),
             "naive_fps": round(naive, 2), "tledge_fps": round(tledge, 2),
             "tledge_stats_fps": bc.median([x["stats_fps"] for x in slot["tledge"]]),
+            "naive_cpu_ms_per_frame": round(bc.median([x["cpu_ms_per_frame"] for x in slot["naive"]]), 2),
+            "pipeline_cpu_ms_per_frame": round(bc.median([x["cpu_ms_per_frame"] for x in slot["pipeline"]]), 2),
+            "prep_in_capture_cpu_ms_per_frame": round(bc.median([x["cpu_ms_per_frame"] for x in slot["prep_in_capture"]]), 2),
             "tledge_frame_latency_ms": round(bc.median([x["frame_latency_ms"] for x in slot["tledge"]]), 3),
             "pipeline_inprocess_fps": round(bc.median([x["fps"] for x in slot["pipeline"]]), 2),
             "prep_in_capture_fps": round(bc.median([x["fps"] for x in slot["prep_in_capture"]]), 2),

@@ -121,8 +121,10 @@ def render_pipeline(d: dict[str, Any]) -> str:
         [[r["model"], r["mode"], r["threads"], r["raw_invoke_fps"], r["naive_fps"], r["tledge_fps"], f"{100 * r['tledge_vs_raw']:.0f}%", f"x{r['tledge_vs_naive']:.2f}", r["tledge_stats_fps"]] for r in rows],
     )
     extra = table(
-        ["model", "threads", "decode ms/frame", "preprocess ms/frame", "invoke p50 ms", "tledge's per-frame latency ms", "Pipeline in-process fps", "same, preprocess in capture thread fps"],
-        [[r["model"], r["threads"], r.get("decode_ms"), r.get("preprocess_ms"), r["raw_invoke_p50_ms"], r.get("tledge_frame_latency_ms"), r.get("pipeline_inprocess_fps"), r.get("prep_in_capture_fps")] for r in rows],
+        ["model", "threads", "decode ms/frame", "preprocess ms/frame", "invoke p50 ms", "tledge's per-frame latency ms", "naive loop fps (CPU ms/frame)", "Pipeline in-process fps (CPU ms/frame)", "same, preprocess in capture thread fps (CPU ms/frame)"],
+        [[r["model"], r["threads"], r.get("decode_ms"), r.get("preprocess_ms"), r["raw_invoke_p50_ms"], r.get("tledge_frame_latency_ms"),
+          f"{r['naive_fps']:.1f} ({r.get('naive_cpu_ms_per_frame', 0):.1f})", f"{r.get('pipeline_inprocess_fps', 0):.1f} ({r.get('pipeline_cpu_ms_per_frame', 0):.1f})",
+          f"{r.get('prep_in_capture_fps', 0):.1f} ({r.get('prep_in_capture_cpu_ms_per_frame', 0):.1f})"] for r in rows],
     )
     cmds = "\n".join(f"- `{r['tledge_command']}`" for r in rows[:2])
     return (
