@@ -92,15 +92,17 @@ def make_call(api: str, model: bc.ModelRef, threads: int) -> Callable[[], Any]:
     raise ValueError(api)
 
 
-def time_block(call: Callable[[], Any], runs: int, warmup: int) -> list[float]:
-    """`runs` latencies in ms after `warmup` untimed calls."""
+def time_block(call: Callable[[], Any], runs: int, warmup: int) -> list[list[float]]:
+    """`runs` [wall ms, process CPU ms] pairs after `warmup` untimed calls. CPU time
+    (all threads of this process) does not grow when other processes take the cores,
+    so with 1 thread it is the latency this machine would give unloaded."""
     for _ in range(warmup):
         call()
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         call()
-        times.append((time.perf_counter() - start) * 1000.0)
+        times.append([(time.perf_counter() - start) * 1000.0, (time.process_time() - cpu) * 1000.0])
     return times
 
 
@@ -155,20 +157,22 @@ def run_worker(python: str, models: list[bc.ModelRef], threads: list[int], runs:
 
 
 # -- the benchmark ------------------------------------------------------------------
-def _summary(model: bc.ModelRef, api: str, threads: int, times: list[float], macs: int) -> dict[str, Any]:
+def _summary(model: bc.ModelRef, api: str, threads: int, pairs: list[list[float]], macs: int) -> dict[str, Any]:
+    times = [wall for wall, _ in pairs]
     p50 = bc.percentile(times, 50)
     gmacs = macs / (p50 / 1000.0) / 1e9
     peak = bc.fp32_peak_gmacs(threads)
     return {
         "model": model.name, "mode": model.mode, "api": api, "threads": threads, "samples": len(times),
         "p50_ms": round(p50, 3), "p90_ms": round(bc.percentile(times, 90), 3),
+        "cpu_p50_ms": round(bc.percentile([c for _, c in pairs], 50), 3),  # CPU time of all threads per invoke
         "gmac_per_s": round(gmacs, 2), "fp32_peak_gmac_per_s": round(peak, 1),
         "pct_of_fp32_peak": round(100.0 * gmacs / peak, 1) if peak else None,
     }
 
 
 def benchmark(models: list[bc.ModelRef], thread_counts: list[int], apis: list[str], rounds: int, runs: int, warmup: int, tflrt_python: str | None) -> list[dict[str, Any]]:
-    samples: dict[tuple[str, str, int], list[float]] = {}
+    samples: dict[tuple[str, str, int], list[list[float]]] = {}
     errors: dict[tuple[str, str, int], str] = {}
     calls: dict[tuple[str, str, int], Callable[[], Any]] = {}
     local = [a for a in apis if a != "tflite_runtime"]
