@@ -136,6 +136,9 @@ def scan(
 
     files = {split: {c: _image_files(d) for c, d in classes.items()} for split, classes in found.items()}
     ignored = sum(n for classes in files.values() for _, n in classes.values())
+    rng_seed = f"tledge-split:{seed}"
+    if subset is not None and layout == "presplit":  # quick runs: do not even read the rest
+        files = {s: {c: (_take(ps, subset, f"{rng_seed}:{s}:{c}"), n) for c, (ps, n) in d.items()} for s, d in files.items()}
     probed, skipped = _probe_all([p for classes in files.values() for ps, _ in classes.values() for p in ps], threads)
 
     def samples_of(split: str) -> dict[int, list[Sample]]:
@@ -145,7 +148,6 @@ def scan(
             out[idx] = [Sample(p, idx, probed[p]) for p in paths if p in probed]
         return out
 
-    rng_seed = f"tledge-split:{seed}"
     if layout == "presplit":
         per_split = {split: samples_of(split) for split in files}
         if "val" not in per_split:  # carve val out of train, stratified
@@ -277,12 +279,14 @@ def _stratified(
     return train, val, test
 
 
-def _take(samples: list[Sample], n: int, seed: str) -> list[Sample]:
-    if len(samples) <= n:
-        return samples
-    chosen = list(samples)
+def _take(items: list[Any], n: int, seed: str) -> list[Any]:
+    """A seeded choice of `n` of `items` (Samples or paths), in their original order."""
+    if len(items) <= n:
+        return items
+    chosen = list(items)
     random.Random(seed).shuffle(chosen)
-    return sorted(chosen[:n], key=lambda s: str(s.path))
+    keep = set(map(id, chosen[:n]))
+    return [item for item in items if id(item) in keep]
 
 
 # -- checks ----------------------------------------------------------------------------

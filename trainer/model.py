@@ -12,8 +12,10 @@ so an exported model needs no preprocessing beyond resizing. Adding a backbone i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -137,9 +139,10 @@ def build_backbone(options: ModelOptions) -> BuiltBackbone:
 
 def _construct(spec: BackboneSpec, options: ModelOptions, weights: str | None) -> Any:
     size = options.image_size
-    return spec.build(
-        input_shape=(size, size, 3), alpha=options.alpha, include_top=False, weights=weights, name=BACKBONE_NAME
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # Keras prints download progress; keep stdout for --json
+        return spec.build(
+            input_shape=(size, size, 3), alpha=options.alpha, include_top=False, weights=weights, name=BACKBONE_NAME
+        )
 
 
 def _from_file(spec: BackboneSpec, options: ModelOptions, path: Path | None) -> Any:
