@@ -32,6 +32,7 @@ DEFAULT_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_
 
 
 def emit(row: dict) -> dict:
+    row["load_avg_1m"] = round(os.getloadavg()[0], 2)  # this machine is shared: context for the timings
     print(json.dumps(row), flush=True)
     return row
 

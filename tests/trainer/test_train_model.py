@@ -243,3 +243,30 @@ def test_mirrored_strategy_on_two_logical_cpus(synthetic_dataset: Path, tmp_path
     assert mirrored == {"strategy": "MirroredStrategy", "replicas": 2}
     assert auto["replicas"] == 1  # no accelerators: the default strategy
     assert epochs == 2
+
+
+def test_resnet50_builds_with_caffe_scaling_inside() -> None:
+    options = ModelOptions(backbone=Backbone.RESNET50, image_size=32, weights=WeightsSpec(WeightsKind.NONE))
+    clf = model_lib.build_classifier(model_lib.build_backbone(options), options, 2)
+    assert tuple(clf.output_shape) == (None, 2)
+    assert clf.get_layer("scale_pixels").trainable is False
+
+
+@pytest.mark.slow
+def test_real_weights_tflite_features_match_keras_and_the_head_learns(imagenet_weights: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from trainer.config import FeatureEngine
+    from trainer.train import train
+
+    options = tiny_options(synthetic_dataset, tmp_path / "runs", cache_dir=tmp_path / "cache", epochs=30, augment_views=0)
+    options = replace(
+        options,
+        model=replace(options.model, alpha=1.0, image_size=96, weights=WeightsSpec(WeightsKind.FILE, imagenet_weights)),
+        runtime=replace(options.runtime, engine=FeatureEngine.AUTO),
+    )
+    result = train(options)
+    features = result.metrics["features"]
+    assert features["engine"] == "tflite"  # the fast path was checked and chosen
+    assert 0 < features["tflite_vs_keras_max_abs_diff"] < 1e-3
+    assert result.val_accuracy is not None and result.val_accuracy >= 0.5  # 4 classes: chance is 0.25
