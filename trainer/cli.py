@@ -4,13 +4,32 @@ every edge command works where only the core package is installed."""
 
 from __future__ import annotations
 
-import functools
+import signal
 import sys
-from typing import Any, Callable, TypeVar
 
-import typer
 
-from edge.errors import TledgeError
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C while the CLI is still importing (a second or more on a Pi): exit 130 with
+    one word instead of a KeyboardInterrupt traceback from deep inside an import."""
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130)
+
+
+def _guard_start_up() -> Any:
+    try:
+        return signal.signal(signal.SIGINT, _interrupted_while_starting)
+    except ValueError:  # imported outside the main thread: nothing to guard
+        return None
+
+
+_PREVIOUS_SIGINT = _guard_start_up()
+
+import functools  # noqa: E402 - after the guard: these imports are the slow part
+from typing import Any, Callable, TypeVar  # noqa: E402
+
+import typer  # noqa: E402
+
+from edge.errors import TledgeError  # noqa: E402
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,6 +73,8 @@ def _register() -> None:
 
 
 _register()
+if _PREVIOUS_SIGINT is not None:
+    signal.signal(signal.SIGINT, _PREVIOUS_SIGINT)  # from here on handle_errors / click handle Ctrl-C
 
 
 def main() -> None:
