@@ -93,12 +93,86 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
         "packages": {name: v for name in packages if (v := _version(name))},
+        "core_measured": measure_core(),
     }
 
 
+#: A microbenchmark of the core itself (C, built with the system's gcc): the clock from a
+#: chain of dependent integer adds (1 cycle each), and fp32 FMA throughput from 12
+#: independent 256-bit FMA chains (enough to fill 2 pipes of 4-cycle latency). Both timed
+#: in thread CPU time, so other processes' load does not lower them.
+_PEAK_C = r"""
+#include <immintrin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv) {
+    long iters = argc > 1 ? atol(argv[1]) : 100000000L;
+    unsigned long x = 0;
+    double t0 = cpu_now();
+    for (long i = 0; i < iters; i++)
+        __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
+    double ghz = 4.0 * iters / (cpu_now() - t0) / 1e9;
+    __m256 a0 = _mm256_set1_ps(1.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+    __m256 b = _mm256_set1_ps(0.9999999f), c = _mm256_set1_ps(1e-7f);
+    long fiters = iters / 2;
+    t0 = cpu_now();
+    for (long i = 0; i < fiters; i++) {
+        __asm__ volatile(
+            "vfmadd231ps %[b], %[c], %[a0]\n\tvfmadd231ps %[b], %[c], %[a1]\n\tvfmadd231ps %[b], %[c], %[a2]\n\t"
+            "vfmadd231ps %[b], %[c], %[a3]\n\tvfmadd231ps %[b], %[c], %[a4]\n\tvfmadd231ps %[b], %[c], %[a5]\n\t"
+            "vfmadd231ps %[b], %[c], %[a6]\n\tvfmadd231ps %[b], %[c], %[a7]\n\tvfmadd231ps %[b], %[c], %[a8]\n\t"
+            "vfmadd231ps %[b], %[c], %[a9]\n\tvfmadd231ps %[b], %[c], %[a10]\n\tvfmadd231ps %[b], %[c], %[a11]"
+            : [a0] "+x"(a0), [a1] "+x"(a1), [a2] "+x"(a2), [a3] "+x"(a3), [a4] "+x"(a4), [a5] "+x"(a5),
+              [a6] "+x"(a6), [a7] "+x"(a7), [a8] "+x"(a8), [a9] "+x"(a9), [a10] "+x"(a10), [a11] "+x"(a11)
+            : [b] "x"(b), [c] "x"(c));
+    }
+    double fma_s = cpu_now() - t0;
+    printf("{\"clock_ghz\": %.3f, \"fp32_gmac_per_s_per_core\": %.2f, \"fp32_macs_per_cycle\": %.2f}\n",
+           ghz, fiters * 12.0 * 8 / fma_s / 1e9, fiters * 12.0 * 8 / fma_s / 1e9 / ghz);
+    return (int)(x & 0);
+}
+"""
+
+
+def measure_core() -> dict[str, float] | None:
+    """{"clock_ghz", "fp32_gmac_per_s_per_core", "fp32_macs_per_cycle"} measured on one
+    core (best of 3), or None where no C compiler is available. Cached per session."""
+    global _CORE
+    if _CORE is not None:
+        return _CORE or None
+    OUT.mkdir(parents=True, exist_ok=True)
+    binary = OUT / "cpu_peak"
+    source = OUT / "cpu_peak.c"
+    try:
+        if not binary.is_file() or not source.is_file() or source.read_text() != _PEAK_C:
+            source.write_text(_PEAK_C)
+            subprocess.run(["gcc", "-O2", "-mavx2", "-mfma", "-o", str(binary), str(source)], check=True, capture_output=True, timeout=120)
+        runs = [json.loads(subprocess.run([str(binary), "200000000"], check=True, capture_output=True, text=True, timeout=120).stdout) for _ in range(3)]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        _CORE = {}
+        return None
+    _CORE = max(runs, key=lambda r: r["fp32_gmac_per_s_per_core"])
+    return _CORE
+
+
+_CORE: dict[str, float] | None = None
+
+
 def fp32_peak_gmacs(threads: int) -> float:
-    """Peak fp32 multiply-adds per second (G) on `threads` cores at the reported clock."""
-    return FP32_MACS_PER_CYCLE * cpu_mhz() * 1e6 * threads / 1e9
+    """Peak fp32 multiply-adds per second (G) on `threads` cores: measured when a C
+    compiler is there (the boost clock of a VM is not in /proc/cpuinfo), else 16 per
+    cycle at the reported clock."""
+    core = measure_core()
+    per_core = core["fp32_gmac_per_s_per_core"] if core else FP32_MACS_PER_CYCLE * cpu_mhz() / 1000.0
+    return per_core * threads
 
 
 # -- statistics and output -----------------------------------------------------------
@@ -182,8 +256,14 @@ def _mode_of(path: Path) -> str:
 
 def _ref(path: Path) -> ModelRef:
     if path.is_dir():
-        tflite = path / "model.tflite"
-        return ModelRef(path.name, path, tflite, None, _mode_of(path))
+        tflite, mode = path / "model.tflite", _mode_of(path)
+        name = path.name
+        if name == mode:  # bench_export.py's <mode>/ folders: say whose model it is
+            try:
+                name = f"{json.loads((path / 'manifest.json').read_text())['name']}-{mode}"
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        return ModelRef(name, path, tflite, None, mode)
     labels = GOOGLE_LABELS if path == GOOGLE_MODEL else None
     if labels is None and (path.parent / "manifest.json").is_file():
         return _ref(path.parent)

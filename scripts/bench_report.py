@@ -85,11 +85,12 @@ def render_inference(d: dict[str, Any]) -> str:
         parts.append("Not measured:\n" + "\n".join(f"- {r['model']} / {r['api']} / {r['threads']} thread(s): {r['error']}" for r in errors))
     parts.append(_speedups(rows))
     s = d.get("settings", {})
-    peak = d.get("machine", {}).get("cpu_mhz")
     parts.append(
         f"{s.get('rounds')} interleaved rounds x {s.get('runs_per_round')} invokes per configuration; p50/p90 over all of them. "
-        f"GMAC/s = counted multiply-adds / p50. The fp32 peak is 16 multiply-adds per cycle per core (2 FMA pipes x 8 lanes) "
-        f"x {peak} MHz x threads; int8 kernels are not bound by it (VNNI does 4 int8 multiply-adds per 32-bit lane). "
+        f"CPU ms = process CPU time (all threads) per invoke: with 1 thread it is the latency an unloaded core gives, "
+        f"since other processes' load stretches wall time but not CPU time. GMAC/s = counted multiply-adds / wall p50, "
+        f"against the fp32 peak of the threads' cores (see Machine); int8 kernels are not bound by that peak "
+        f"(AVX-512 VNNI does 4 int8 multiply-adds per 32-bit lane). "
         f"tflite-runtime: {d.get('tflite_runtime', {}).get('note', '?')}."
     )
     return "\n\n".join(parts)
@@ -236,12 +237,26 @@ def _old_sections(old: str) -> dict[str, str]:
     return found
 
 
+def _peak_line(m: dict[str, Any]) -> str:
+    mhz = m.get("cpu_mhz", 0.0)
+    nominal = f"16 multiply-adds/cycle/core x {mhz / 1000:.2f} GHz (the clock /proc/cpuinfo reports) = {16 * mhz / 1000:.1f} GMAC/s per core"
+    core = m.get("core_measured")
+    if not core:
+        return f"- fp32 peak: {nominal}"
+    return (
+        f"- fp32 peak, measured (scripts/bench_common.py's C microbenchmark, one core, CPU time): clock {core['clock_ghz']:.2f} GHz "
+        f"(a boost clock; the VM's /proc/cpuinfo says {mhz:.0f} MHz), {core['fp32_macs_per_cycle']:.1f} fp32 multiply-adds per cycle "
+        f"(2 FMA pipes x 8 lanes), so **{core['fp32_gmac_per_s_per_core']:.1f} GMAC/s per core**, "
+        f"{core['fp32_gmac_per_s_per_core'] * m.get('cores', 1):.1f} for all {m.get('cores')}. The nominal figure would be {nominal}."
+    )
+
+
 def _machine(m: dict[str, Any]) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items())
     mhz = m.get("cpu_mhz", 0.0)
     return "\n".join([
         f"- CPU: {m.get('cpu')} ({m.get('cores')} cores at {mhz:.0f} MHz as /proc/cpuinfo reports; SIMD: {' '.join(m.get('simd', []))})",
-        f"- fp32 peak: 16 multiply-adds/cycle/core x {mhz / 1000:.2f} GHz = {16 * mhz / 1000:.1f} GMAC/s per core, {16 * mhz / 1000 * m.get('cores', 1):.1f} for all {m.get('cores')}",
+        _peak_line(m),
         f"- RAM: {m.get('ram_gib')} GiB; {m.get('os')}; Python {m.get('python')}",
         f"- Packages: {packages}",
         "- Shared with other engineers' test runs: each section gives the load average when it started.",
