@@ -168,8 +168,9 @@ def render_export(d: dict[str, Any]) -> str:
           _pct(r.get("test_top1_agreement")), _pct(r.get("tflite_val_accuracy")), r.get("mean_invoke_ms"), r.get("export_seconds")] for r in rows],
     )
     first = rows[0] if rows else {}
+    int8 = next((r for r in rows if r.get("mode") == "int8"), first)
     return (
-        f"Run `{first.get('run', '?')}`; {first.get('test_images', '?')} test images, {first.get('calibration_images', '?')} calibration images for int8. "
+        f"Run `{first.get('run', '?')}`; {first.get('test_images', '?')} test images, {int8.get('calibration_images', '?')} calibration images for int8. "
         f"Accuracies and agreement measured on the exported file through the edge runtime, exactly as a device runs it.\n\n{body}"
     )
 

@@ -107,6 +107,10 @@ def run_section(section: Section, cmd: list[str]) -> dict[str, Any]:
     return record
 
 
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -151,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(section.name)
             _write_atomic(RUNS_JSON, json.dumps(runs, indent=2) + "\n")
     results = {s.name: _read_json(bc.OUT / f"{s.json_name}.json") for s in SECTIONS}
+    for section in SECTIONS:  # JSON written by a script run outside this command
+        path = bc.OUT / f"{section.json_name}.json"
+        recorded = runs.get(section.name)
+        if path.is_file() and (not recorded or recorded.get("finished_utc", "") < _utc(path.stat().st_mtime - 5)):
+            runs[section.name] = {"command": f"{section.script} (run on its own; its flags were not recorded)", "rc": 0, "finished_utc": _utc(path.stat().st_mtime)}
     old = args.output.read_text() if args.output.is_file() else ""
     invocation = "scripts/benchmarks.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
     text = report.render(results, runs, old, invocation, bc.machine_info())
