@@ -7,14 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from export_helpers import make_tiny_run
-
-#: Non-ASCII, spaces, punctuation, 11 classes: what labels.txt must carry exactly.
-UNICODE_LABELS = (
-    "café", "Ölfaß", "naïve t-shirt", "日本語", "Ελληνικά", "emoji 👕", "a,b;c", "with  two spaces",
-    "ß", "Ünïcödé", "zürich/wear",
-)
-
+from export_helpers import UNICODE_LABELS, make_tiny_run
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -19,6 +19,12 @@ from trainer.synthetic import CLASSES, draw
 SIZE = 48  # pixels, model input height = width
 SPLITS = {"train": 24, "val": 6, "test": 6}  # images per class
 
+#: Non-ASCII, spaces, punctuation, 11 classes: what labels.txt must carry exactly.
+UNICODE_LABELS = (
+    "café", "Ölfaß", "naïve t-shirt", "日本語", "Ελληνικά", "emoji 👕", "a,b;c", "with  two spaces",
+    "ß", "Ünïcödé", "zürich/wear",
+)
+
 
 def build_model(num_classes: int, size: int = SIZE, seed: int = 0):
     """Raw-pixel-input classifier: scaling to [-1, 1] inside the graph, as the trainer does."""
