@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +52,7 @@ from edge.errors import TledgeError  # noqa: E402
 
 TARGETS = ("images", "bundle", "classifier")
 BATCH = 100  # Hypothesis examples per batch; batches repeat with new seeds until time is up
+SLOW_MS = 2000.0  # an input slower than this is saved for a look (a hang in the making)
 
 
 @dataclass
@@ -72,6 +74,7 @@ class TargetReport:
     refused: int = 0  # examples that raised a TledgeError (the expected outcome for junk)
     accepted: int = 0  # examples that decoded / loaded fine
     slowest_ms: float = 0.0
+    slowest_saved_as: str = ""  # the slowest input, kept when it took over SLOW_MS
     failures: list[Failure] = field(default_factory=list)
     crashes: list[Failure] = field(default_factory=list)  # child process killed by a signal
 
@@ -148,7 +151,11 @@ def run_target(name: str, strategy: st.SearchStrategy[Any], check: Callable[[Any
             try:
                 ok = check(example)
             finally:
-                report.slowest_ms = max(report.slowest_ms, (time.perf_counter() - t0) * 1000.0)
+                took_ms = (time.perf_counter() - t0) * 1000.0
+                if took_ms > report.slowest_ms:
+                    report.slowest_ms = took_ms
+                    if took_ms > SLOW_MS:
+                        report.slowest_saved_as = save_failure(f"{name}-slow", example)
                 report.examples += 1
             if ok:
                 report.accepted += 1
@@ -329,33 +336,49 @@ def classifier_worker(seconds: float, first_seed: int, current: Path, model_path
     return run_target("classifier", strategy, check, seconds, first_seed)
 
 
-def fuzz_classifier(seconds: float, first_seed: int = 0, model: bytes | None = None) -> TargetReport:
-    """Run `classifier_worker` in children until `seconds` pass; a child killed by a signal
-    is a crash, recorded with its input, and a new child continues with the next seed."""
+def fuzz_classifier(seconds: float, first_seed: int = 0, model: bytes | None = None, hang_s: float = 60.0) -> TargetReport:
+    """Run `classifier_worker` in children until `seconds` pass. A child killed by a signal
+    is a crash and one that overruns by `hang_s` a hang; either is recorded with the input
+    it was on, and a new child continues with the next seed."""
     total = TargetReport("classifier")
     work = Path(tempfile.mkdtemp(prefix="tledge-fuzz-clf-"))
     model_path = work / "seed.tflite"
     model_path.write_bytes(model or tiny_model())
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline = started + seconds
     run_seed = first_seed
     while time.monotonic() < deadline - 1.0:
         current, result = work / "current.bin", work / "result.json"
-        cmd = [sys.executable, __file__, "--worker", "--seconds", f"{deadline - time.monotonic():.1f}", "--seed", str(run_seed),
+        result.unlink(missing_ok=True)
+        remaining = deadline - time.monotonic()
+        cmd = [sys.executable, __file__, "--worker", "--seconds", f"{remaining:.1f}", "--seed", str(run_seed),
                "--current", str(current), "--model", str(model_path), "--result", str(result)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
-        if proc.returncode < 0 or not result.is_file():
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            _, stderr = proc.communicate(timeout=remaining + hang_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, stderr = proc.communicate()
+            stuck = current.read_bytes() if current.is_file() else b""
+            total.crashes.append(Failure("hang", f"worker still busy {hang_s:.0f} s past its time", save_failure("classifier-hang", stuck)))
+            run_seed += 1
+            continue
+        if proc.returncode != 0 or not result.is_file():
             crash_input = current.read_bytes() if current.is_file() else b""
             reason = signal.Signals(-proc.returncode).name if proc.returncode < 0 else f"exit {proc.returncode}"
-            total.crashes.append(Failure("crash", f"worker died: {reason}; {proc.stderr[-300:]}", save_failure("classifier", crash_input)))
+            total.crashes.append(Failure("crash", f"worker died: {reason}; {stderr[-300:]}", save_failure("classifier", crash_input)))
             run_seed += 1
             continue
         part = json.loads(result.read_text())
         for key in ("examples", "refused", "accepted"):
             setattr(total, key, getattr(total, key) + part[key])
-        total.slowest_ms = max(total.slowest_ms, part["slowest_ms"])
+        if part["slowest_ms"] > total.slowest_ms:
+            total.slowest_ms, total.slowest_saved_as = part["slowest_ms"], part["slowest_saved_as"]
         total.failures += [Failure(**f) for f in part["failures"]]
         run_seed += 1
-    total.seconds = round(seconds - max(0.0, deadline - time.monotonic()), 1)
+    total.seconds = round(time.monotonic() - started, 1)
+    total.slowest_ms = round(total.slowest_ms, 1)
+    shutil.rmtree(work, ignore_errors=True)
     return total
 
 

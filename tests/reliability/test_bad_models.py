@@ -78,6 +78,23 @@ def test_corrupt_flatbuffer_header_is_a_model_error(models: dict[str, bytes], tm
         open_classifier(path)
 
 
+def test_a_damaged_tensor_shape_is_refused_before_allocation(models: dict[str, bytes], tmp_path: Path) -> None:
+    """Found by scripts/fuzz.py: one changed shape entry made the interpreter allocate
+    15 GB for 46 s. The declared sizes are now checked before anything is allocated."""
+    import struct
+    import time
+
+    data = models["image"]
+    shape = struct.pack("<5i", 4, 1, 16, 16, 3)  # the flatbuffer vector of the input shape
+    assert data.count(shape) >= 1
+    path = tmp_path / "damaged_shape.tflite"
+    path.write_bytes(data.replace(shape, struct.pack("<5i", 4, 1, 13107216, 16, 3), 1))
+    started = time.perf_counter()
+    with pytest.raises(ModelError, match="declares .* GB of tensors"):
+        open_classifier(path)
+    assert time.perf_counter() - started < 5.0  # seconds; allocating took 46 s
+
+
 def test_a_photo_passed_as_the_model_is_refused_by_its_header(tmp_path: Path, photo: Path) -> None:
     with pytest.raises(ModelError, match="not a TFLite model"):
         load_model_info(photo)
