@@ -113,12 +113,16 @@ def source_costs(model: bc.ModelRef, video: Path) -> dict[str, float]:
                 frames.append(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
     finally:
         cap.release()
-    prep = []
+    prep, stretch = [], []
+    height, width = clf.input_size
     for frame_rgb in frames:
         start = time.perf_counter()
         clf.preprocess(frame_rgb)
-        prep.append(time.perf_counter() - start)
-    return {"decode_ms": 1000 * bc.median(decode), "preprocess_ms": 1000 * bc.median(prep)}
+        middle = time.perf_counter()
+        cv2.resize(frame_rgb, (width, height))  # the naive loop's resize: stretch, INTER_LINEAR
+        stretch.append(time.perf_counter() - middle)
+        prep.append(middle - start)
+    return {"decode_ms": 1000 * bc.median(decode), "preprocess_ms": 1000 * bc.median(prep), "naive_resize_ms": 1000 * bc.median(stretch)}
 
 
 def naive_rate(model: bc.ModelRef, threads: int, video: Path) -> dict[str, float]:
@@ -276,6 +280,7 @@ def benchmark(models: list[bc.ModelRef], thread_counts: list[int], video: Path, 
             "frames": slot["tledge"][0]["frames"], "tledge_command": slot["tledge"][0]["command"],
             "decode_ms": round(bc.median([x["decode_ms"] for x in slot["costs"]]), 3),
             "preprocess_ms": round(bc.median([x["preprocess_ms"] for x in slot["costs"]]), 3),
+            "naive_resize_ms": round(bc.median([x["naive_resize_ms"] for x in slot["costs"]]), 3),
             "per_round": {k: [round(x["fps"], 2) for x in v] for k, v in slot.items() if k != "costs"},
         })
     return rows
@@ -285,8 +290,15 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     raw_ok = [r["tledge_vs_raw"] >= 0.95 for r in rows]
     naive_ok = [r["tledge_vs_naive"] > 1.0 for r in rows]
     detail = "; ".join(f"{r['model']} {r['threads']}t: tledge {r['tledge_fps']:.1f} fps = {100 * r['tledge_vs_raw']:.0f}% of raw {r['raw_invoke_fps']:.1f}, x{r['tledge_vs_naive']:.2f} naive {r['naive_fps']:.1f}" for r in rows)
+    # The inference thread does preprocess + invoke + postprocess per frame; with the
+    # frames always ready, the best it can do is raw p50 / that latency of the raw rate.
+    ceiling = "; ".join(
+        f"{r['model']} {r['threads']}t: {r['tledge_frame_latency_ms']:.2f} ms per frame on the inference thread (of which preprocess {r['preprocess_ms']:.2f}) "
+        f"vs invoke {r['raw_invoke_p50_ms']:.2f} ms: ceiling {100 * r['raw_invoke_p50_ms'] / r['tledge_frame_latency_ms']:.0f}% of raw"
+        for r in rows if r.get("tledge_frame_latency_ms")
+    )
     return [
-        {"goal": "tledge run >= 95% of the raw invoke rate", "met": all(raw_ok) if rows else None, "detail": detail},
+        {"goal": "tledge run >= 95% of the raw invoke rate", "met": all(raw_ok) if rows else None, "detail": f"{detail}. Ceiling from tledge's own per-frame latency: {ceiling}"},
         {"goal": "tledge run faster than the naive loop", "met": all(naive_ok) if rows else None, "detail": detail},
     ]
 

@@ -122,8 +122,8 @@ def render_pipeline(d: dict[str, Any]) -> str:
         [[r["model"], r["mode"], r["threads"], r["raw_invoke_fps"], r["naive_fps"], r["tledge_fps"], f"{100 * r['tledge_vs_raw']:.0f}%", f"x{r['tledge_vs_naive']:.2f}", r["tledge_stats_fps"]] for r in rows],
     )
     extra = table(
-        ["model", "threads", "decode ms/frame", "preprocess ms/frame", "invoke p50 ms", "tledge's per-frame latency ms", "naive loop fps (CPU ms/frame)", "Pipeline in-process fps (CPU ms/frame)", "same, preprocess in capture thread fps (CPU ms/frame)"],
-        [[r["model"], r["threads"], r.get("decode_ms"), r.get("preprocess_ms"), r["raw_invoke_p50_ms"], r.get("tledge_frame_latency_ms"),
+        ["model", "threads", "decode ms/frame", "tledge preprocess ms/frame", "naive resize ms/frame", "invoke p50 ms", "tledge's per-frame latency ms", "naive loop fps (CPU ms/frame)", "Pipeline in-process fps (CPU ms/frame)", "same, preprocess in capture thread fps (CPU ms/frame)"],
+        [[r["model"], r["threads"], r.get("decode_ms"), r.get("preprocess_ms"), r.get("naive_resize_ms"), r["raw_invoke_p50_ms"], r.get("tledge_frame_latency_ms"),
           f"{r['naive_fps']:.1f} ({r.get('naive_cpu_ms_per_frame', 0):.1f})", f"{r.get('pipeline_inprocess_fps', 0):.1f} ({r.get('pipeline_cpu_ms_per_frame', 0):.1f})",
           f"{r.get('prep_in_capture_fps', 0):.1f} ({r.get('prep_in_capture_cpu_ms_per_frame', 0):.1f})"] for r in rows],
     )
@@ -132,7 +132,8 @@ def render_pipeline(d: dict[str, Any]) -> str:
         f"Video: `{s.get('video')}` ({s.get('size')}, MJPG, {rows[0]['frames'] if rows else '?'} frames), "
         f"{s.get('rounds')} interleaved rounds, medians. Loop rates are steady-state: (frames - 1) / (last result - first result); "
         f"the raw rate is invokes per second of the model alone on a prepared input.\n\n{body}\n\n"
-        f"Where the time goes (decode = cv2.VideoCapture.read; preprocess = tledge's crop + resize, both on one core; "
+        f"Where the time goes (decode = cv2.VideoCapture.read; tledge's preprocess = centre crop + INTER_AREA resize, the training policy; "
+        f"the naive loop's resize = stretch with INTER_LINEAR; each on one core; "
         f"tledge's per-frame latency = preprocess + invoke + postprocess as its JSON lines report it), and the same "
         f"`edge.pipeline.Pipeline` run in-process, as tledge builds it and with the resize moved to the capture thread (an experiment):\n\n{extra}\n\n"
         f"tledge was run as:\n{cmds}"
