@@ -148,10 +148,16 @@ def render_startup(d: dict[str, Any]) -> str:
         [[r["variant"], r["first_result_s_median"], r["first_result_s_min"], r["first_result_s_max"], r["peak_rss_mb_median"], r["peak_rss_mb_max"]] for r in rows],
     )
     cmds = "\n".join(f"- {name}: `{cmd}`" for name, cmd in d.get("commands", {}).items())
+    same = {True: "All variants gave the same top-1 class.", False: "**The variants disagree on the top-1 class.**"}.get(d.get("same_top1"), "")
+    imports = d.get("tledge_imports") or []
+    imports_md = ""
+    if imports:
+        imports_md = "\n\nSlowest top-level imports of `tledge predict` (one `python -X importtime` run, cumulative ms, load included):\n\n" + table(
+            ["module", "ms"], [[i["module"], i["cumulative_ms"]] for i in imports])
     return (
         f"Model `{s.get('model')}` ({s.get('mode')}), image `{s.get('image')}`, {s.get('threads')} threads, "
         f"{s.get('reps')} fresh processes per variant, interleaved. Time from spawning the process to its first "
-        f"result line on stdout; peak RSS = the child's ru_maxrss.\n\n{body}\n\n{cmds}"
+        f"result line on stdout; peak RSS = the child's ru_maxrss. {same}\n\n{body}\n\n{cmds}{imports_md}"
     )
 
 

@@ -15,8 +15,9 @@ Variants, interleaved repetition by repetition (after one untimed warm-up each, 
 page cache is warm for all alike):
 
 - ``tledge``: `tledge predict MODEL IMAGE --json` (the installed command);
-- ``litert``: a minimal script with ai-edge-litert's Interpreter: cv2 decode, resize,
-  invoke, print (what tledge adds on top is the difference to this);
+- ``litert``: a minimal script with ai-edge-litert's Interpreter: cv2 decode, centre
+  crop + resize (as tledge), invoke, print the top class (what tledge adds on top is the
+  difference to this);
 - ``tensorflow``: the same minimal script with `tf.lite.Interpreter` (TensorFlow imported).
 
 Writes scripts/out/bench_startup.json and prints it.
@@ -49,7 +50,10 @@ interpreter = Interpreter(model_path=model, num_threads=threads)
 interpreter.allocate_tensors()
 inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 frame_rgb = cv2.cvtColor(cv2.imread(image), cv2.COLOR_BGR2RGB)
-pixels = cv2.resize(frame_rgb, (int(inp["shape"][2]), int(inp["shape"][1])), interpolation=cv2.INTER_AREA)
+h, w = int(inp["shape"][1]), int(inp["shape"][2])
+side_h, side_w = (frame_rgb.shape[0], round(frame_rgb.shape[0] * w / h)) if frame_rgb.shape[1] * h > frame_rgb.shape[0] * w else (round(frame_rgb.shape[1] * h / w), frame_rgb.shape[1])
+top, left = (frame_rgb.shape[0] - side_h) // 2, (frame_rgb.shape[1] - side_w) // 2
+pixels = cv2.resize(frame_rgb[top:top + side_h, left:left + side_w], (w, h), interpolation=cv2.INTER_AREA)
 interpreter.set_tensor(inp["index"], pixels[None].astype(inp["dtype"]))
 interpreter.invoke()
 scores = interpreter.get_tensor(out["index"])[0]
@@ -106,6 +110,31 @@ def benchmark(cmds: dict[str, list[str]], reps: int) -> dict[str, Any]:
     return samples
 
 
+def _top_index(line: str) -> int | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record.get("index", (record.get("top") or [{}])[0].get("index"))
+
+
+def import_profile(model: bc.ModelRef, image: Path) -> list[dict[str, Any]]:
+    """The slowest top-level imports of `tledge predict` (python -X importtime), ms."""
+    code = "import sys; from trainer.cli import main; sys.argv[0] = 'tledge'; main()"
+    cmd = [sys.executable, "-X", "importtime", "-c", code, "predict", str(model.path), str(image), "--json"]
+    if model.labels:
+        cmd += ["--labels", str(model.labels)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=bc.ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    rows = []
+    for line in done.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[0].startswith("import time:") and parts[1].strip().isdigit():
+            name = parts[2].rstrip()
+            if not name.startswith("  "):  # depth 1: imported by the program itself
+                rows.append({"module": name.strip(), "cumulative_ms": round(int(parts[1]) / 1000.0, 1)})
+    return sorted(rows, key=lambda r: -r["cumulative_ms"])[:8]
+
+
 def summarize(samples: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     rows = []
     for name, runs in samples.items():
@@ -116,6 +145,7 @@ def summarize(samples: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
             "first_result_s_median": round(bc.median(first), 3), "first_result_s_min": round(min(first), 3), "first_result_s_max": round(max(first), 3),
             "peak_rss_mb_median": round(bc.median(rss), 1), "peak_rss_mb_max": round(max(rss), 1),
             "first_line": runs[0]["line"][:200],
+            "top1_index": _top_index(runs[0]["line"]),
         })
     return rows
 
@@ -168,11 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_tensorflow:
         del cmds["tensorflow"]
     rows = summarize(benchmark(cmds, args.reps))
+    imports = import_profile(model, image)
     result = {
         **bc.stamp(),
         "settings": {"model": str(model.path), "mode": model.mode, "image": str(image), "threads": args.threads, "reps": args.reps},
         "commands": {name: " ".join(cmd[:2] + ["<minimal script>"] + cmd[3:] if name != "tledge" else ["tledge", *cmd[1:]]) for name, cmd in cmds.items()},
         "results": rows,
+        "same_top1": len({r["top1_index"] for r in rows}) == 1,
+        "tledge_imports": imports,
         "goals": goals(rows),
     }
     bc.write_json("bench_startup", result)
