@@ -144,8 +144,8 @@ def render_startup(d: dict[str, Any]) -> str:
     rows = d.get("results", [])
     s = d.get("settings", {})
     body = table(
-        ["variant", "first result, median s", "min s", "max s", "peak RSS, median MB", "max MB"],
-        [[r["variant"], r["first_result_s_median"], r["first_result_s_min"], r["first_result_s_max"], r["peak_rss_mb_median"], r["peak_rss_mb_max"]] for r in rows],
+        ["variant", "first result, median s", "min s", "max s", "process CPU s (median)", "peak RSS, median MB", "max MB"],
+        [[r["variant"], r["first_result_s_median"], r["first_result_s_min"], r["first_result_s_max"], r.get("cpu_s_median"), r["peak_rss_mb_median"], r["peak_rss_mb_max"]] for r in rows],
     )
     cmds = "\n".join(f"- {name}: `{cmd}`" for name, cmd in d.get("commands", {}).items())
     same = {True: "All variants gave the same top-1 class.", False: "**The variants disagree on the top-1 class.**"}.get(d.get("same_top1"), "")

@@ -92,7 +92,8 @@ def measure(cmd: list[str]) -> tuple[dict[str, Any], float]:
         proc.returncode = os.waitstatus_to_exitcode(status)
         errors.seek(0)
         stderr = errors.read().strip()[-400:]
-    run = {"first_result_s": first_s, "line": first.strip(), "rc": proc.returncode, "stderr": stderr}
+    run = {"first_result_s": first_s, "line": first.strip(), "rc": proc.returncode, "stderr": stderr,
+           "cpu_s": usage.ru_utime + usage.ru_stime}  # the whole process, exit included
     return run, usage.ru_maxrss / 1024.0  # KiB -> MiB
 
 
@@ -106,7 +107,7 @@ def benchmark(cmds: dict[str, list[str]], reps: int) -> dict[str, Any]:
         bc.log(f"repetition {r + 1}/{reps}")
         for name, cmd in cmds.items():
             run, rss = measure(cmd)
-            samples[name].append({"first_result_s": run["first_result_s"], "line": run["line"], "rc": run["rc"], "peak_rss_mb": rss})
+            samples[name].append({"first_result_s": run["first_result_s"], "cpu_s": run["cpu_s"], "line": run["line"], "rc": run["rc"], "peak_rss_mb": rss})
     return samples
 
 
@@ -143,6 +144,7 @@ def summarize(samples: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         rows.append({
             "variant": name, "reps": len(runs),
             "first_result_s_median": round(bc.median(first), 3), "first_result_s_min": round(min(first), 3), "first_result_s_max": round(max(first), 3),
+            "cpu_s_median": round(bc.median([s["cpu_s"] for s in runs]), 3),
             "peak_rss_mb_median": round(bc.median(rss), 1), "peak_rss_mb_max": round(max(rss), 1),
             "first_line": runs[0]["line"][:200],
             "top1_index": _top_index(runs[0]["line"]),
@@ -158,7 +160,8 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     versus = f" (TensorFlow: {tf['first_result_s_median']:.2f} s, {tf['peak_rss_mb_median']:.0f} MB)" if tf else ""
     return [
         {"goal": "< 1 s from process start to the first result", "met": t["first_result_s_median"] < 1.0,
-         "detail": f"tledge predict: median {t['first_result_s_median']:.2f} s (min {t['first_result_s_min']:.2f}, max {t['first_result_s_max']:.2f}){versus}"},
+         "detail": f"tledge predict: median {t['first_result_s_median']:.2f} s (min {t['first_result_s_min']:.2f}, max {t['first_result_s_max']:.2f}; "
+                   f"CPU time of the whole process {t['cpu_s_median']:.2f} s){versus}"},
         {"goal": "< 150 MB peak RSS", "met": t["peak_rss_mb_median"] < 150.0,
          "detail": f"tledge predict: median {t['peak_rss_mb_median']:.0f} MB (max {t['peak_rss_mb_max']:.0f}){versus}"},
     ]
