@@ -84,6 +84,7 @@ def render_inference(d: dict[str, Any]) -> str:
     if errors:
         parts.append("Not measured:\n" + "\n".join(f"- {r['model']} / {r['api']} / {r['threads']} thread(s): {r['error']}" for r in errors))
     parts.append(_speedups(rows))
+    parts.append(_inference_findings(rows))
     s = d.get("settings", {})
     parts.append(
         f"{s.get('rounds')} interleaved rounds x {s.get('runs_per_round')} invokes per configuration; p50/p90 over all of them. "
@@ -94,6 +95,35 @@ def render_inference(d: dict[str, Any]) -> str:
         f"tflite-runtime: {d.get('tflite_runtime', {}).get('note', '?')}."
     )
     return "\n\n".join(parts)
+
+
+def _ratio_text(values: list[tuple[str, float]]) -> str:
+    return ", ".join(f"{name} x{value:.2f}" for name, value in values)
+
+
+def _inference_findings(rows: list[dict[str, Any]]) -> str:
+    """Ratios read off the table, per mode (wall p50 and CPU p50)."""
+    by = {(r["mode"], r["api"], r["threads"]): r for r in rows}
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+
+    def ratio(mode: str, num: tuple[str, int], den: tuple[str, int], key: str = "p50_ms") -> float | None:
+        a, b = by.get((mode, *num)), by.get((mode, *den))
+        return a[key] / b[key] if a and b and a.get(key) and b.get(key) else None
+
+    lines = []
+    xnn = [(m, v) for m in modes if (v := ratio(m, ("interpreter-no-xnnpack", 1), ("interpreter", 1), "cpu_p50_ms"))]
+    if xnn:
+        lines.append(f"- What XNNPACK (LiteRT's default CPU delegate) is worth, 1 thread, CPU time without / with: {_ratio_text(xnn)}.")
+    scale = [(m, v) for m in modes if (v := ratio(m, ("interpreter", 1), ("interpreter", 2)))]
+    if scale:
+        lines.append(f"- 2 threads vs 1 (Interpreter, wall p50 1t / 2t; 2.0 would be perfect scaling): {_ratio_text(scale)}.")
+    comp = [(m, v) for m in modes if (v := ratio(m, ("interpreter", 1), ("compiled", 1)))]
+    if comp:
+        lines.append(f"- CompiledModel vs Interpreter, 1 thread (Interpreter p50 / CompiledModel p50; above 1: CompiledModel faster): {_ratio_text(comp)}.")
+    legacy = [(m, v) for m in modes if (v := ratio(m, ("tflite_runtime", 1), ("interpreter", 1), "cpu_p50_ms"))]
+    if legacy:
+        lines.append(f"- tflite-runtime vs ai-edge-litert, 1 thread (CPU time ratio; above 1: tflite-runtime slower): {_ratio_text(legacy)}.")
+    return "Read off the table:\n\n" + "\n".join(lines) if lines else ""
 
 
 def _speedups(rows: list[dict[str, Any]]) -> str:
