@@ -14,7 +14,8 @@ input, like `tledge bench`. APIs compared, side by side on the same models:
   kernels), to show what XNNPACK contributes per mode;
 - ``compiled``: ai-edge-litert's CompiledModel API (`edge.runtime.CompiledModelRunner`);
 - ``tflite_runtime``: the legacy tflite-runtime wheel, in its own virtualenv (it needs
-  numpy < 2), driven by a worker child process each round.
+  numpy < 2), driven by a worker child process each round; also without its default
+  XNNPACK delegate (``tflite_runtime-no-xnnpack``, 1 thread).
 
 Rounds interleave every configuration (each runs a block of invokes per round), so a
 burst of load from other processes hits them all alike; p50/p90 are over all samples.
@@ -136,12 +137,22 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     for path in spec["models"]:
         data = Path(path).read_bytes()
         for threads in spec["threads"]:
-            key = f"{path}|{threads}"
+            key = f"{path}|tflite_runtime|{threads}"
             try:
                 interpreter, _ = make_interpreter(data, threads=threads, backend="tflite_runtime")
                 results[key] = time_block(_interpreter_call(interpreter), spec["runs"], spec["warmup"])
             except Exception as exc:  # an op version this old runtime lacks, etc.: report, go on
                 results[key] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+        # Without its default XNNPACK delegate, 1 thread: shows which modes XNNPACK takes here.
+        key = f"{path}|tflite_runtime-no-xnnpack|1"
+        try:
+            from tflite_runtime import interpreter as tflrt  # type: ignore[import-not-found]
+
+            plain = tflrt.Interpreter(model_content=data, num_threads=1, experimental_op_resolver_type=tflrt.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            plain.allocate_tensors()
+            results[key] = time_block(_interpreter_call(plain), spec["runs"], spec["warmup"])
+        except Exception as exc:
+            results[key] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
     return results
 
 
@@ -152,7 +163,7 @@ def run_worker(python: str, models: list[bc.ModelRef], threads: list[int], runs:
         capture_output=True, text=True, cwd=bc.ROOT, env={**os.environ, "PYTHONPATH": str(bc.ROOT)},
     )
     if done.returncode != 0:
-        return {f"{m.tflite}|{t}": f"worker failed: {done.stderr.strip()[-300:]}" for m in models for t in threads}
+        return {f"{m.tflite}|tflite_runtime|{t}": f"worker failed: {done.stderr.strip()[-300:]}" for m in models for t in threads}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -190,10 +201,10 @@ def benchmark(models: list[bc.ModelRef], thread_counts: list[int], apis: list[st
         for key, call in calls.items():
             samples[key].extend(time_block(call, runs, warmup if r == 0 else 1))
         if "tflite_runtime" in apis and tflrt_python:
-            for path_threads, value in run_worker(tflrt_python, models, thread_counts, runs, warmup).items():
-                path, threads = path_threads.rsplit("|", 1)
+            for path_api_threads, value in run_worker(tflrt_python, models, thread_counts, runs, warmup).items():
+                path, api, threads = path_api_threads.rsplit("|", 2)
                 model = next(m for m in models if str(m.tflite) == path)
-                key = (model.name, "tflite_runtime", int(threads))
+                key = (model.name, api, int(threads))
                 if isinstance(value, str):
                     errors[key] = value
                 else:

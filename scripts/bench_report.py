@@ -123,6 +123,9 @@ def _inference_findings(rows: list[dict[str, Any]]) -> str:
     legacy = [(m, v) for m in modes if (v := ratio(m, ("tflite_runtime", 1), ("interpreter", 1), "cpu_p50_ms"))]
     if legacy:
         lines.append(f"- tflite-runtime vs ai-edge-litert, 1 thread (CPU time ratio; above 1: tflite-runtime slower): {_ratio_text(legacy)}.")
+    old_xnn = [(m, v) for m in modes if (v := ratio(m, ("tflite_runtime-no-xnnpack", 1), ("tflite_runtime", 1), "cpu_p50_ms"))]
+    if old_xnn:
+        lines.append(f"- What XNNPACK is worth inside tflite-runtime, 1 thread (CPU time without / with; about 1: XNNPACK does not take that model): {_ratio_text(old_xnn)}.")
     return "Read off the table:\n\n" + "\n".join(lines) if lines else ""
 
 
