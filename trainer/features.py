@@ -90,6 +90,7 @@ class FeatureCache:
         self.mode = CacheMode(mode)
         self.folder = root / "features" / model_key
         self._memory: dict[tuple[str, str], np.ndarray] = {}
+        self.problem: str | None = None  # set when the disk cache had to be abandoned
 
     def _path(self, digest: str, view: str) -> Path:
         return self.folder / digest[:2] / f"{digest}-{view}.npy"
@@ -108,8 +109,14 @@ class FeatureCache:
             self._memory[(digest, view)] = vector
             return
         path = self._path(digest, view)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        except OSError as exc:  # read-only or full disk: keep going in memory
+            self.mode = CacheMode.MEMORY
+            self.problem = f"feature cache {self.folder} is not writable ({exc.strerror or exc}); kept features in memory. Set TLEDGE_CACHE to a writable folder"
+            self._memory[(digest, view)] = vector
+            return
         try:
             with os.fdopen(fd, "wb") as handle:
                 np.save(handle, vector, allow_pickle=False)
@@ -369,6 +376,8 @@ def extract(
     if images:
         flush()
     stats.seconds = time.perf_counter() - start
+    if cache.problem:
+        stats.notes.append(cache.problem)
     if engine is not None:
         stats.engine, stats.max_abs_diff, stats.convert_s = engine.engine.value, engine.max_abs_diff, engine.convert_s
         if engine.note:

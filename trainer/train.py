@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import DataError, OutputError
+from edge.errors import OutputError
 from trainer import __version__
 from trainer import model as model_lib
-from trainer.config import CacheMode, Distribute, TrainOptions, default_cache_dir
+from trainer.config import Distribute, TrainOptions, default_cache_dir
 from trainer.dataset import Dataset, Sample, scan
 from trainer.deps import require_keras, require_tensorflow
 from trainer.evaluate import classification_metrics, decode_batch, plot_confusion, plot_history, predict_images, write_atomic, write_history_csv, write_json
@@ -135,12 +135,10 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResul
     metrics["head"] = head_info
     metrics["features"] = stats.to_json()
     metrics["distribute"] = {"strategy": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync)}
-    wall_s = time.perf_counter() - start
-    metrics["timings"] = {k: round(v, 3) for k, v in {**work.timings, "total_s": wall_s}.items()}
-    run_dir, summary = write_run(options, work, classifier, backbone.weights, metrics, reporter)
-    wall_s = time.perf_counter() - start
-    summary["wall_s"] = round(wall_s, 2)
-    write_json(run_dir / "summary.json", summary)
+    before_write_s = time.perf_counter() - start
+    metrics["timings"] = {k: round(v, 3) for k, v in {**work.timings, "before_write_s": before_write_s}.items()}
+    run_dir, summary = write_run(options, work, classifier, backbone.weights, metrics, reporter, start)
+    wall_s = float(summary["wall_s"])
     return TrainResult(run_dir, dataset.labels, metrics, summary, wall_s, backbone.weights, tuple(reporter.warnings))
 
 
@@ -392,7 +390,9 @@ def run_name(options: TrainOptions) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-.") or "run"
 
 
-def write_run(options: TrainOptions, work: _Work, classifier: Any, weights: str, metrics: dict[str, Any], reporter: Reporter) -> tuple[Path, dict[str, Any]]:
+def write_run(
+    options: TrainOptions, work: _Work, classifier: Any, weights: str, metrics: dict[str, Any], reporter: Reporter, start: float
+) -> tuple[Path, dict[str, Any]]:
     """Write everything under a temporary name, then rename: no half run looks complete."""
     name = run_name(options)
     now = datetime.now(timezone.utc)
@@ -404,6 +404,8 @@ def write_run(options: TrainOptions, work: _Work, classifier: Any, weights: str,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         summary = _write_files(tmp, final, options, work, classifier, weights, metrics, reporter, name, now)
+        summary["wall_s"] = round(time.perf_counter() - start, 2)  # seconds, everything but the rename
+        write_json(tmp / "summary.json", summary)
         os.replace(tmp, final)
     except OSError as exc:  # disk full, read-only or unwritable --out: a message, not a traceback
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge.errors import DataError
+from edge.errors import DataError, OutputError
 from train_helpers import colour_dataset, tiny_options
 from trainer.cli import app
 from trainer.train import train
@@ -119,7 +119,7 @@ def test_a_failed_run_leaves_no_run_directory(synthetic_dataset: Path, tmp_path:
         raise OSError("disk full")
 
     monkeypatch.setattr(train_module, "plot_history", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="disk full"):
         train(tiny_options(synthetic_dataset, tmp_path / "runs"))
     assert list((tmp_path / "runs").iterdir()) == []
 
@@ -159,3 +159,11 @@ def test_library_raises_data_error_for_an_empty_class(tmp_path: Path) -> None:
 def test_tiny_run_fixture_is_a_copyable_run(tiny_run: Path, tmp_path: Path) -> None:
     copy = Path(shutil.copytree(tiny_run, tmp_path / "copy"))
     assert (copy / "model.keras").stat().st_size > 10_000
+
+
+def test_an_unwritable_feature_cache_falls_back_to_memory(synthetic_dataset: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    result = train(tiny_options(synthetic_dataset, tmp_path / "runs", cache_dir=blocker, augment_views=0))
+    assert result.metrics["features"]["views_computed"] == 96
+    assert any("not writable" in w for w in result.warnings)
