@@ -174,7 +174,7 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def write_output(rows: list[dict], command: str) -> None:
+def write_output(rows: list[dict], command: str, date_utc: str | None = None) -> None:
     """scripts/out/bench_train.json: the rows, a summary, a Markdown table and the goal."""
     summary = next(r for r in rows if r.get("name") == "summary")
     table = ["| configuration | wall s | CPU s | val acc | test acc | head epochs | load avg |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -187,10 +187,22 @@ def write_output(rows: list[dict], command: str) -> None:
                   f"= {summary['speedup_cold']}x (warm cache {summary['speedup_warm']}x); CPU seconds {summary.get('cpu_ratio_cold', 'n/a')}x cold, "
                   f"{summary.get('cpu_ratio_warm', 'n/a')}x warm; val {_pct(summary['tledge_cold_val_acc'])} "
                   f"vs {_pct(summary['recipe_val_acc'])}, test {_pct(summary['tledge_cold_test_acc'])} vs {_pct(summary['recipe_test_acc'])}")
-        goals.append({"goal": ">= 10x faster than the original recipe at equal or better accuracy", "met": summary["goal_10x_equal_or_better_accuracy"], "detail": detail})
+        goal = {"goal": ">= 10x faster than the original recipe at equal or better accuracy", "met": summary["goal_10x_equal_or_better_accuracy"], "detail": detail}
+        if not goal["met"]:
+            goal["explanation"] = (
+                f"met for every run after the first on the same data (warm feature cache: {summary['speedup_warm']}x by wall time, "
+                f"{summary.get('cpu_ratio_warm', 'n/a')}x by CPU seconds, hyper-parameter changes included), not for the very first run. "
+                "A first run must still decode every image and pass it through the backbone once (the recipe does it once per epoch), "
+                "convert the backbone to .tflite once per machine, and import TensorFlow; on this shared 2-core machine the wall times "
+                f"also measure each process's share of the CPUs (load average {rows[0].get('load_avg_1m')}), so the CPU-second ratio "
+                f"({summary.get('cpu_ratio_cold', 'n/a')}x) is the steadier comparison. Tried: interpreter batch 1/4/8/16/32 (4 fastest), "
+                "1 vs 2 threads, decoding overlapped in a thread pool, augmented views off by default (2 views made the cold pass "
+                "2.6x longer for no validation gain)"
+            )
+        goals.append(goal)
     data = {
         "command": command,
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date_utc": date_utc or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"load_avg_1m": rows[0].get("load_avg_1m"), "cpus": os.cpu_count()},
         "markdown": "\n".join(table) + f"\n\nMedians over {summary['repeat']} run(s) per tledge configuration; each side is a fresh process (TensorFlow import included).",
         "goals": goals,
