@@ -36,7 +36,7 @@ class Reporter:
             return
         columns = [
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TextColumn(unit),
             TextColumn("{task.fields[extra]}"),
@@ -62,7 +62,7 @@ def keras_progress(advance: Callable[..., None]) -> Any:
     class _EpochBar(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             logs = logs or {}
-            shown = {k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs}
+            shown = {k: float(logs[k]) for k in ("loss", "val_accuracy") if k in logs}
             advance(1, **shown)
 
     return _EpochBar()

@@ -285,7 +285,7 @@ def fit_head(options: TrainOptions, arrays: dict[str, Arrays], num_classes: int,
     weights = class_weights(train_a.y, num_classes) if hyper.class_weights else None
     data = head_dataset(train_a.x, train_a.y, num_classes, hyper.batch_size, options.seed, weights, shuffle=True)
     with reporter.task("head", hyper.epochs, "epochs") as advance:
-        history = head.fit(data, epochs=hyper.epochs, validation_data=validation, callbacks=callbacks + [keras_progress(advance)], verbose=0)
+        history = head.fit(data, epochs=hyper.epochs, validation_data=validation, callbacks=callbacks + [keras_progress(advance)], shuffle=False, verbose=0)
     rows = _history_rows("head", history.history)
     work.history.extend(rows)
     best = _best_epoch(rows) if validation else len(rows)
@@ -323,7 +323,7 @@ def kfold_estimate(options: TrainOptions, train_a: Arrays, num_classes: int, epo
         head = _compile_head(options, train_a.x.shape[1], num_classes)
         weights = class_weights(train_a.y[fit_rows], num_classes) if options.hyper.class_weights else None
         data = head_dataset(train_a.x[fit_rows], train_a.y[fit_rows], num_classes, options.hyper.batch_size, options.seed + k, weights, shuffle=True)
-        head.fit(data, epochs=epochs, verbose=0)
+        head.fit(data, epochs=epochs, shuffle=False, verbose=0)  # the dataset shuffles itself
         pred = np.argmax(head.predict(train_a.x[test_rows], verbose=0), axis=1)
         correct += int(np.sum(pred == train_a.y[test_rows]))
         total += int(test_rows.sum())
