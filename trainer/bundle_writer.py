@@ -18,10 +18,20 @@ from types import TracebackType
 from edge.errors import ExportError
 
 
+def umask_mode(base: int) -> int:
+    """`base` (0o666 for files, 0o777 for folders) less the process umask: the mode a
+    plain open() / mkdir() would give. mkstemp / mkdtemp make 0600 / 0700 entries, which
+    a device service running as another user could not read after a copy."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder + os.replace."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, umask_mode(0o666))
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -66,6 +76,7 @@ class BundleStaging:
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             self.dir = Path(tempfile.mkdtemp(dir=self.target.parent, prefix=f".{self.target.name}.partial-"))
+            os.chmod(self.dir, umask_mode(0o777))
         except OSError as exc:
             raise ExportError(f"Cannot create the bundle folder next to {self.target}: {exc.strerror or exc}") from None
         return self

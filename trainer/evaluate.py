@@ -16,6 +16,7 @@ import numpy as np
 from edge.errors import DataError, ImageError, ModelError
 from edge.images import load_rgb
 from edge.preprocess import ResizePolicy, resize_rgb
+from trainer.bundle_writer import umask_mode
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
@@ -56,6 +57,7 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, umask_mode(0o666))  # mkstemp's 0600 would hide the run from other users
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
         os.replace(tmp, path)

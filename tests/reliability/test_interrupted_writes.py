@@ -1,7 +1,7 @@
 """Kills and full disks while `tledge train` and `tledge export` write their results: no
 partial or corrupt model file is ever left where a good one is expected, and a re-run works.
 
-The kills are real SIGKILLs of real `tledge` processes, sent the moment a watched file
+The kills are real SIGKILLs (slow tests) of real `tledge` processes, sent the moment a watched file
 appears (polled every millisecond). The full disk is a real 1-3 MB tmpfs where the
 machine lets us mount one (root), else those tests skip; the fake full disk (an ENOSPC
 raised by a patched write) runs everywhere.
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from tledge_paths import ROOT
 
-pytestmark = pytest.mark.slow  # every test here trains or exports in real processes (minutes in all)
+SLOW = pytest.mark.slow  # the tests that train or export in real processes (minutes in all)
 
 TINY = ["--image-size", "32", "--alpha", "0.35", "--weights", "none", "--epochs", "1", "--augment-views", "0", "--quiet"]
 EXPORT = ["--mode", "float32"]
@@ -98,6 +98,7 @@ TRAIN_KILL_POINTS: dict[str, Callable[[Path], bool]] = {
 }
 
 
+@SLOW
 @pytest.mark.parametrize("point", sorted(TRAIN_KILL_POINTS))
 def test_train_killed_while_writing_leaves_no_run_and_a_rerun_works(dataset: Path, tmp_path: Path, point: str) -> None:
     pytest.importorskip("tensorflow")
@@ -111,6 +112,7 @@ def test_train_killed_while_writing_leaves_no_run_and_a_rerun_works(dataset: Pat
     assert json.loads((run / "summary.json").read_text())["labels"] == ["circle", "square"]
 
 
+@SLOW
 def test_export_killed_while_staging_leaves_no_bundle_and_a_rerun_works(trained_run: Path, tmp_path: Path) -> None:
     target = tmp_path / "models" / "tiny"
     staged = lambda: bool(hidden_entries(target.parent, ".partial-"))  # noqa: E731
@@ -121,6 +123,7 @@ def test_export_killed_while_staging_leaves_no_bundle_and_a_rerun_works(trained_
     assert_complete_bundle(target)
 
 
+@SLOW
 def test_forced_export_killed_midway_keeps_the_old_bundle(trained_run: Path, tmp_path: Path) -> None:
     target = tmp_path / "models" / "tiny"
     assert tledge(["export", str(trained_run), "--out", str(target), *EXPORT]).returncode == 0
@@ -152,6 +155,7 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         subprocess.run(["umount", str(point)], capture_output=True)
 
 
+@SLOW
 def test_export_to_a_full_disk_fails_cleanly(trained_run: Path, small_disk: Callable[[str], Path]) -> None:
     disk = small_disk("1m")  # the float32 model alone is larger
     result = tledge(["export", str(trained_run), "--out", str(disk / "tiny"), *EXPORT])
@@ -160,6 +164,7 @@ def test_export_to_a_full_disk_fails_cleanly(trained_run: Path, small_disk: Call
     assert list(disk.iterdir()) == []  # no bundle, no staging folder, no temporary file
 
 
+@SLOW
 def test_train_to_a_full_disk_fails_cleanly_and_a_rerun_elsewhere_works(dataset: Path, tmp_path: Path, small_disk: Callable[[str], Path]) -> None:
     pytest.importorskip("tensorflow")
     disk = small_disk("1m")  # model.keras of the tiny run is ~2 MB
@@ -208,3 +213,25 @@ def test_bundle_staging_on_enospc_leaves_nothing(tmp_path: Path, monkeypatch: py
             stage.commit()
     assert not target.exists()
     assert list(target.parent.iterdir()) == []  # staging folder and temporary files removed
+
+
+# -- what the atomic writes leave behind is readable by a device's service user -------------
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_atomic_writes_get_the_modes_a_plain_write_would(tmp_path: Path, umask: int) -> None:
+    """mkstemp/mkdtemp make 0600/0700 entries; a bundle copied to a device must still be
+    readable by the user its service runs as."""
+    from trainer.bundle_writer import BundleStaging
+    from trainer.evaluate import write_atomic as write_run_file
+
+    old = os.umask(umask)
+    try:
+        with BundleStaging(tmp_path / "models" / "tiny", force=False) as stage:
+            stage.write("model.tflite", b"TFL3")
+            bundle = stage.commit()
+        write_run_file(tmp_path / "summary.json", "{}\n")
+    finally:
+        os.umask(old)
+    assert (bundle.stat().st_mode & 0o777) == 0o777 & ~umask
+    assert ((bundle / "model.tflite").stat().st_mode & 0o777) == 0o666 & ~umask
+    assert ((tmp_path / "summary.json").stat().st_mode & 0o777) == 0o666 & ~umask
