@@ -59,8 +59,11 @@ class Classifier:
     def __init__(self, info: ModelInfo, threads: int | None = None, delegate: str | None = None, backend: str | None = None) -> None:
         self.info = info
         self.interpreter, self.backend = make_interpreter(info.model_bytes, threads, delegate, backend)
-        inputs = self.interpreter.get_input_details()
-        outputs = self.interpreter.get_output_details()
+        try:
+            inputs = self.interpreter.get_input_details()
+            outputs = self.interpreter.get_output_details()
+        except ValueError as exc:  # e.g. a tensor name that is not UTF-8: a damaged file
+            raise ModelError(f"{info.model_path}: the model's tensor table is damaged ({exc}); copy it again or re-export it") from None
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"{info.model_path}: not an image classifier (expects 1 input and 1 output, found {len(inputs)} and {len(outputs)})")
         self._in, self._out = inputs[0], outputs[0]
@@ -68,8 +71,11 @@ class Classifier:
         if len(shape) != 4 or shape[3] != 3 or shape[1] < 1 or shape[2] < 1:
             raise ModelError(f"{info.model_path}: not an image classifier (input shape {shape}, expected (1, height, width, 3))")
         if shape[0] != 1:
-            self.interpreter.resize_tensor_input(self._in["index"], [1, shape[1], shape[2], 3])
-            self.interpreter.allocate_tensors()
+            try:
+                self.interpreter.resize_tensor_input(self._in["index"], [1, shape[1], shape[2], 3])
+                self.interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                raise ModelError(f"{info.model_path}: cannot set its batch size to 1 ({exc})") from None
             self._in = self.interpreter.get_input_details()[0]
             self._out = self.interpreter.get_output_details()[0]
         out_shape = tuple(int(d) for d in self._out["shape"])
@@ -112,9 +118,15 @@ class Classifier:
 
     def invoke(self, tensor: np.ndarray) -> np.ndarray:
         """Run the model on a prepared input tensor; return dequantized float32 scores (N,)."""
-        self.interpreter.set_tensor(self._in["index"], tensor)
-        self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self._out["index"])[0]
+        try:
+            self.interpreter.set_tensor(self._in["index"], tensor)
+            self.interpreter.invoke()
+            raw = self.interpreter.get_tensor(self._out["index"])[0]
+        except (ValueError, RuntimeError) as exc:  # seen with damaged files the verifier let through
+            raise ModelError(
+                f"{self.info.model_path}: the model failed to run ({exc}); the file is damaged or needs "
+                "operations this runtime lacks; copy it again or re-export it"
+            ) from None
         if self.output_dtype in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.int16)):
             scale, zero_point = self.output_quant
             return dequantize(raw, scale or 1.0, zero_point)

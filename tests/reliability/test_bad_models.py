@@ -95,6 +95,18 @@ def test_a_damaged_tensor_shape_is_refused_before_allocation(models: dict[str, b
     assert time.perf_counter() - started < 5.0  # seconds; allocating took 46 s
 
 
+def test_a_tensor_name_that_is_not_utf8_is_a_model_error(models: dict[str, bytes], tmp_path: Path) -> None:
+    """Found by scripts/fuzz.py: the flatbuffer verifier lets it through and the
+    interpreter's get_input_details() raised UnicodeDecodeError."""
+    data = models["image"]
+    name = b"serving_default_keras_tensor"
+    assert name in data
+    path = tmp_path / "bad_name.tflite"
+    path.write_bytes(data.replace(name, b"serving_default_\xfferas_tensor", 1))
+    with pytest.raises(ModelError, match="tensor table is damaged"):
+        open_classifier(path)
+
+
 def test_a_photo_passed_as_the_model_is_refused_by_its_header(tmp_path: Path, photo: Path) -> None:
     with pytest.raises(ModelError, match="not a TFLite model"):
         load_model_info(photo)
