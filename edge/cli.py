@@ -77,11 +77,22 @@ def predict(
         if as_json:
             top = [{"index": i, "label": label, "score": round(score, 6)} for i, label, score in prediction.top]
             record = {"path": str(path), "label": prediction.label, "score": round(prediction.score, 6), "top": top, "latency_ms": round(prediction.latency_ms, 3)}
-            typer.echo(json.dumps(record, ensure_ascii=False))
+            typer.echo(_json_line(record))
     if not as_json and rows:
         _print_table(rows)
     if failed == len(images):
         raise TledgeError(f"none of the {len(images)} image(s) could be read; check the paths and formats above")
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    """One JSON object. A file name that is not UTF-8 is \\u-escaped, which reads back to
+    the very same name (os.fsencode gives its bytes), instead of being mangled on output."""
+    text = json.dumps(record, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(record, ensure_ascii=True)
+    return text
 
 
 def _print_table(rows: list[tuple[Path, Any]]) -> None:
