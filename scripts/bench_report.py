@@ -76,9 +76,20 @@ def render_inference(d: dict[str, Any]) -> str:
     order = {m["name"]: i for i, m in enumerate(models)}
     apis = d.get("settings", {}).get("apis", [])
     rows.sort(key=lambda r: (order.get(r["model"], 99), apis.index(r["api"]) if r["api"] in apis else 99, r["threads"]))
+    macs = {m["name"]: m["total_macs"] for m in models}
+    core = (d.get("machine") or {}).get("core_measured") or {}
+    per_core = core.get("fp32_gmac_per_s_per_core")
+
+    def per_cpu(r: dict[str, Any]) -> tuple[Any, Any]:
+        """Multiply-adds per CPU-second (all threads), and that against one core's fp32 peak."""
+        if not r.get("cpu_p50_ms") or r["model"] not in macs:
+            return None, None
+        rate = macs[r["model"]] / (r["cpu_p50_ms"] / 1000.0) / 1e9
+        return round(rate, 1), (round(100 * rate / per_core, 1) if per_core else None)
+
     parts.append(table(
-        ["model", "mode", "API", "threads", "p50 ms", "p90 ms", "CPU ms per invoke (p50)", "GMAC/s at p50", "% of fp32 peak"],
-        [[r["model"], r["mode"], r["api"], r["threads"], r["p50_ms"], r["p90_ms"], r.get("cpu_p50_ms"), r["gmac_per_s"], r["pct_of_fp32_peak"]] for r in rows],
+        ["model", "mode", "API", "threads", "p50 ms", "p90 ms", "GMAC/s at p50", "% of fp32 peak (threads' cores)", "CPU ms per invoke (p50)", "GMAC per CPU-second", "% of one core's fp32 peak"],
+        [[r["model"], r["mode"], r["api"], r["threads"], r["p50_ms"], r["p90_ms"], r["gmac_per_s"], r["pct_of_fp32_peak"], r.get("cpu_p50_ms"), *per_cpu(r)] for r in rows],
     ))
     errors = [r for r in d.get("results", []) if "error" in r]
     if errors:
@@ -88,10 +99,11 @@ def render_inference(d: dict[str, Any]) -> str:
     s = d.get("settings", {})
     parts.append(
         f"{s.get('rounds')} interleaved rounds x {s.get('runs_per_round')} invokes per configuration; p50/p90 over all of them. "
-        f"CPU ms = process CPU time (all threads) per invoke: with 1 thread it is the latency an unloaded core gives, "
-        f"since other processes' load stretches wall time but not CPU time. GMAC/s = counted multiply-adds / wall p50, "
-        f"against the fp32 peak of the threads' cores (see Machine); int8 kernels are not bound by that peak "
-        f"(AVX-512 VNNI does 4 int8 multiply-adds per 32-bit lane). "
+        f"GMAC/s = counted multiply-adds / wall p50, against the fp32 peak of the threads' cores (see Machine). "
+        f"CPU ms = process CPU time (all threads) per invoke: other processes' load stretches wall time but not CPU time, "
+        f"so with 1 thread it is the latency of an unloaded core, and multiply-adds per CPU-second against one core's peak "
+        f"is the kernels' efficiency whatever the load (with 2 threads it also pays for their synchronisation). "
+        f"int8 kernels are not bound by the fp32 peak (AVX-512 VNNI does 4 int8 multiply-adds per 32-bit lane). "
         f"tflite-runtime: {d.get('tflite_runtime', {}).get('note', '?')}."
     )
     return "\n\n".join(parts)
