@@ -8,7 +8,8 @@ Without --run it trains a run on ../shared/datasets/clothing-small with the real
 weights ($TLEDGE_WEIGHTS or ../shared/weights/...), 224 px MobileNetV2 1.0, default
 hyper-parameters. Every mode is exported with the real exporter (verification on val +
 test with the edge runtime) into scripts/out/bench_bundles/<mode>/. Prints one JSON line
-per mode and writes them all to scripts/out/bench_export.json.
+per mode and writes them to scripts/out/bench_export.json (rows of modes not re-run
+are kept).
 """
 
 from __future__ import annotations
@@ -75,6 +76,26 @@ def bench_mode(run_dir: Path, mode: str, calibration_images: int, threads: int |
     }
 
 
+def merge_rows(previous: list[dict], new: list[dict]) -> list[dict]:
+    """`new` rows replace `previous` rows of the same mode; other modes are kept, in MODES order.
+
+    So `--modes int8` re-measures one mode without dropping the others from the JSON that
+    scripts/benchmarks.py turns into BENCHMARKS.md.
+    """
+    by_mode = {row["mode"]: row for row in previous if isinstance(row, dict) and "mode" in row}
+    by_mode.update({row["mode"]: row for row in new})
+    order = {mode: index for index, mode in enumerate(MODES)}
+    return sorted(by_mode.values(), key=lambda row: order.get(row["mode"], len(order)))
+
+
+def _previous_rows(path: Path) -> list[dict]:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return rows if isinstance(rows, list) else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="an existing run directory (default: train clothing-small)")
@@ -91,7 +112,9 @@ def main() -> None:
         row = {"run": str(run_dir), **bench_mode(run_dir, mode.strip(), args.calibration_images, args.threads)}
         rows.append(row)
         print(json.dumps(row, ensure_ascii=False), flush=True)
-    (OUT / "bench_export.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path = OUT / "bench_export.json"
+    rows = merge_rows(_previous_rows(path), rows)
+    path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
