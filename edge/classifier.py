@@ -15,6 +15,11 @@ from edge.runtime import make_interpreter
 
 _INT_TYPES = (np.uint8, np.int8)
 
+#: Largest input side a classifier may declare (pixels); real ones take 96-600. Checked
+#: before allocation: a damaged shape claiming millions of rows (the fuzzer made one)
+#: would otherwise allocate gigabytes, and a Raspberry Pi would be killed for it.
+MAX_INPUT_SIDE = 4096
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -49,6 +54,21 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (values.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
 
+def _check_input_side(interpreter: Any, info: ModelInfo) -> None:
+    """Refuse an image input larger than MAX_INPUT_SIDE before tensors are allocated."""
+    try:
+        inputs = interpreter.get_input_details()
+    except ValueError as exc:  # e.g. a tensor name that is not UTF-8: a damaged file
+        raise ModelError(f"{info.model_path}: the model's tensor table is damaged ({exc}); copy it again or re-export it") from None
+    for detail in inputs:
+        dims = [int(d) for d in detail["shape"]]
+        if len(dims) == 4 and max(dims[1], dims[2]) > MAX_INPUT_SIDE:
+            raise ModelError(
+                f"{info.model_path}: its input is {dims[2]}x{dims[1]} pixels, more than the {MAX_INPUT_SIDE}-pixel "
+                "limit of an edge image classifier: the file is damaged or this is not such a model"
+            )
+
+
 class Classifier:
     """An image classifier over one TFLite interpreter.
 
@@ -58,7 +78,9 @@ class Classifier:
 
     def __init__(self, info: ModelInfo, threads: int | None = None, delegate: str | None = None, backend: str | None = None) -> None:
         self.info = info
-        self.interpreter, self.backend = make_interpreter(info.model_bytes, threads, delegate, backend)
+        self.interpreter, self.backend = make_interpreter(
+            info.model_bytes, threads, delegate, backend, before_allocate=lambda interpreter: _check_input_side(interpreter, info)
+        )
         try:
             inputs = self.interpreter.get_input_details()
             outputs = self.interpreter.get_output_details()

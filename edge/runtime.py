@@ -10,7 +10,7 @@ import ctypes
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -94,8 +94,12 @@ def make_interpreter(
     threads: int | None = None,
     delegate: str | None = None,
     backend: str | None = None,
+    before_allocate: Callable[[Any], None] | None = None,
 ) -> tuple[Any, Backend]:
     """Create and allocate an interpreter for `model_content`.
+
+    `before_allocate(interpreter)` may refuse the model (raise `ModelError`) from its
+    declared tensor shapes, before any tensor memory is allocated.
 
     `delegate` is a shared-library name or path (e.g. ``libedgetpu.so.1`` for a Coral
     Edge TPU). Raises `DelegateError` if it cannot be loaded, `ModelError` if the model
@@ -119,6 +123,8 @@ def make_interpreter(
     try:
         interpreter = chosen.interpreter_cls(**kwargs)
         _check_declared_size(interpreter)
+        if before_allocate is not None:
+            before_allocate(interpreter)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"The model cannot be loaded by {chosen.name}: {exc}") from None
