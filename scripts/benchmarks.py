@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     bc.OUT.mkdir(parents=True, exist_ok=True)
     runs = _read_json(RUNS_JSON) or {}
     failed = []
+    invocation = "scripts/benchmarks.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
     if not args.from_json:
+        runs["_last_run"] = {"command": invocation, "started_utc": _utc(time.time())}
         for section in SECTIONS:
             if (args.only and section.name not in args.only) or section.name in args.skip:
                 continue
@@ -154,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             if runs[section.name]["rc"] != 0:
                 failed.append(section.name)
             _write_atomic(RUNS_JSON, json.dumps(runs, indent=2) + "\n")
+        runs["_last_run"]["finished_utc"] = _utc(time.time())
+        _write_atomic(RUNS_JSON, json.dumps(runs, indent=2) + "\n")
     results = {s.name: _read_json(bc.OUT / f"{s.json_name}.json") for s in SECTIONS}
     for section in SECTIONS:  # JSON written by a script run outside this command
         path = bc.OUT / f"{section.json_name}.json"
@@ -161,7 +165,6 @@ def main(argv: list[str] | None = None) -> int:
         if path.is_file() and (not recorded or recorded.get("finished_utc", "") < _utc(path.stat().st_mtime - 5)):
             runs[section.name] = {"command": f"{section.script} (run on its own; its flags were not recorded)", "rc": 0, "finished_utc": _utc(path.stat().st_mtime)}
     old = args.output.read_text() if args.output.is_file() else ""
-    invocation = "scripts/benchmarks.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
     text = report.render(results, runs, old, invocation, bc.machine_info())
     _write_atomic(args.output, text)
     bc.log(f"wrote {args.output}")
