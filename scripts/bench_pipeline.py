@@ -290,15 +290,16 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     raw_ok = [r["tledge_vs_raw"] >= 0.95 for r in rows]
     naive_ok = [r["tledge_vs_naive"] > 1.0 for r in rows]
     detail = "; ".join(f"{r['model']} {r['threads']}t: tledge {r['tledge_fps']:.1f} fps = {100 * r['tledge_vs_raw']:.0f}% of raw {r['raw_invoke_fps']:.1f}, x{r['tledge_vs_naive']:.2f} naive {r['naive_fps']:.1f}" for r in rows)
-    # The inference thread does preprocess + invoke + postprocess per frame; with the
-    # frames always ready, the best it can do is raw p50 / that latency of the raw rate.
+    # The inference thread resizes each frame before invoking it: with frames always
+    # ready and nothing else to do, the best it can reach is invoke / (invoke + resize).
     ceiling = "; ".join(
-        f"{r['model']} {r['threads']}t: {r['tledge_frame_latency_ms']:.2f} ms per frame on the inference thread (of which preprocess {r['preprocess_ms']:.2f}) "
-        f"vs invoke {r['raw_invoke_p50_ms']:.2f} ms: ceiling {100 * r['raw_invoke_p50_ms'] / r['tledge_frame_latency_ms']:.0f}% of raw"
-        for r in rows if r.get("tledge_frame_latency_ms")
+        f"{r['model']} {r['threads']}t: invoke {r['raw_invoke_p50_ms']:.2f} ms + resize {r['preprocess_ms']:.2f} ms = "
+        f"{100 * r['raw_invoke_p50_ms'] / (r['raw_invoke_p50_ms'] + r['preprocess_ms']):.0f}% of raw"
+        for r in rows if r.get("preprocess_ms")
     )
     return [
-        {"goal": "tledge run >= 95% of the raw invoke rate", "met": all(raw_ok) if rows else None, "detail": f"{detail}. Ceiling from tledge's own per-frame latency: {ceiling}"},
+        {"goal": "tledge run >= 95% of the raw invoke rate", "met": all(raw_ok) if rows else None,
+         "detail": f"{detail}. The resize on the inference thread alone caps it at: {ceiling}"},
         {"goal": "tledge run faster than the naive loop", "met": all(naive_ok) if rows else None, "detail": detail},
     ]
 
