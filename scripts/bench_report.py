@@ -196,9 +196,15 @@ def _speedups(rows: list[dict[str, Any]]) -> str:
 def render_pipeline(d: dict[str, Any]) -> str:
     rows = d.get("results", [])
     s = d.get("settings", {})
+    import bench_pipeline
+
+    def ratios(r: dict[str, Any]) -> list[str]:
+        raw, naive = bench_pipeline.paired(r, "raw"), bench_pipeline.paired(r, "naive")
+        return [f"{100 * raw[0]:.0f}%", f"x{naive[0]:.2f}", f"{naive[1]} of {naive[2]}"]
+
     body = table(
-        ["model", "mode", "threads", "raw invoke fps", "naive loop fps", "tledge run fps", "tledge / raw", "tledge / naive", "tledge's stats line fps"],
-        [[r["model"], r["mode"], r["threads"], r["raw_invoke_fps"], r["naive_fps"], r["tledge_fps"], f"{100 * r['tledge_vs_raw']:.0f}%", f"x{r['tledge_vs_naive']:.2f}", r["tledge_stats_fps"]] for r in rows],
+        ["model", "mode", "threads", "raw invoke fps", "naive loop fps", "tledge run fps", "tledge's stats line fps", "tledge / raw", "tledge / naive", "rounds tledge ahead of naive"],
+        [[r["model"], r["mode"], r["threads"], r["raw_invoke_fps"], r["naive_fps"], r["tledge_fps"], r["tledge_stats_fps"], *ratios(r)] for r in rows],
     )
     extra = table(
         ["model", "threads", "decode ms/frame", "tledge preprocess ms/frame", "naive resize ms/frame", "invoke p50 ms", "tledge's per-frame latency ms", "naive loop fps (CPU ms/frame)", "Pipeline in-process fps (CPU ms/frame)", "same, preprocess in capture thread fps (CPU ms/frame)"],
@@ -209,7 +215,8 @@ def render_pipeline(d: dict[str, Any]) -> str:
     cmds = "\n".join(f"- `{r['tledge_command']}`" for r in rows[:2])
     return (
         f"Video: `{s.get('video')}` ({s.get('size')}, MJPG, {rows[0]['frames'] if rows else '?'} frames), "
-        f"{s.get('rounds')} interleaved rounds, medians. Loop rates are steady-state: (frames - 1) / (last result - first result); "
+        f"{s.get('rounds')} interleaved rounds; rates are medians over rounds, ratios are medians of the ratios measured within each "
+        f"round (seconds apart, so slow swings of the load cancel). Loop rates are steady-state: (frames - 1) / (last result - first result); "
         f"the raw rate is invokes per second of the model alone on a prepared input.\n\n{body}\n\n"
         f"Where the time goes (decode = cv2.VideoCapture.read; tledge's preprocess = centre crop + INTER_AREA resize, the training policy; "
         f"the naive loop's resize = stretch with INTER_LINEAR; each on one core; "
