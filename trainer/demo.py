@@ -107,7 +107,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         "video_fps": round(stats.fps, 1),
         "latency_p50_ms": round(stats.latency_p50_ms, 2),
         "run_dir": str(trained.run_dir),
-        "bundle": str(bundle_dir),
+        "bundle": str(bundle_dir.resolve()),
         "total_wall_s": round(time.perf_counter() - start, 1),
     }
 
