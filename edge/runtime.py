@@ -127,7 +127,10 @@ def make_interpreter(
             before_allocate(interpreter)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise ModelError(f"The model cannot be loaded by {chosen.name}: {exc}") from None
+        raise ModelError(
+            f"The model cannot be loaded by {chosen.name}: {exc}. The file is damaged, truncated or not a "
+            "TFLite model: copy it again or re-export it with `tledge export`"
+        ) from None
     return interpreter, chosen
 
 

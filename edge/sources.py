@@ -82,9 +82,14 @@ class _OpenCVSource(Source):
     def _configure(self, cap: cv2.VideoCapture) -> None:
         """Hook for settings applied right after opening (resolution, buffering)."""
 
+    def _open_params(self) -> list[int]:
+        """Hook for properties that must be given when opening (e.g. network timeouts)."""
+        return []
+
     def open(self) -> None:
         self.close()
-        cap = cv2.VideoCapture(self.target)
+        params = self._open_params()
+        cap = cv2.VideoCapture(self.target, cv2.CAP_ANY, params) if params else cv2.VideoCapture(self.target)
         if not cap.isOpened():
             cap.release()
             raise SourceError(self._open_failure())
@@ -125,9 +130,21 @@ class CameraSource(_OpenCVSource):
 
     is_live = True
 
+    #: A network stream silent this long counts as lost (OpenCV's FFmpeg default is 30 s).
+    STREAM_READ_TIMEOUT_S = 5.0
+    STREAM_OPEN_TIMEOUT_S = 10.0
+
     def __init__(self, target: int | str, size: tuple[int, int] | None = None) -> None:
         super().__init__(target, _camera_name(target))
         self.size = size
+
+    def _open_params(self) -> list[int]:
+        if isinstance(self.target, str) and self.target.startswith(STREAM_SCHEMES):
+            return [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.STREAM_OPEN_TIMEOUT_S * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.STREAM_READ_TIMEOUT_S * 1000),
+            ]
+        return []
 
     def _configure(self, cap: cv2.VideoCapture) -> None:
         if self.size is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -40,6 +41,37 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: A staging folder untouched this long belongs to a killed process, not a running one.
+STALE_AFTER_S = 15 * 60
+
+
+def remove_stale(parent: Path, pattern: str, max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete hidden staging folders matching `pattern` in `parent` that a killed run left
+    behind (not modified for `max_age_s` seconds); return what was removed."""
+    removed = []
+    now = time.time()
+    for path in parent.glob(pattern) if parent.is_dir() else ():
+        try:
+            if path.is_dir() and not path.is_symlink() and now - path.stat().st_mtime > max_age_s:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def recover_interrupted(target: Path) -> None:
+    """Undo what a `--force` export killed between its two renames left: the old bundle
+    moved aside (``.NAME.old-*/bundle``) and nothing at the target. Put the old one back;
+    delete aside-copies that the completed commit no longer needs."""
+    for aside in sorted(target.parent.glob(f".{target.name}.old-*")) if target.parent.is_dir() else ():
+        kept = aside / "bundle"
+        if not os.path.lexists(target) and kept.is_dir():
+            os.replace(kept, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    remove_stale(target.parent, f".{target.name}.partial-*")
 
 
 def _occupied(path: Path) -> bool:
@@ -72,6 +104,10 @@ class BundleStaging:
         self.committed = False
 
     def __enter__(self) -> "BundleStaging":
+        try:
+            recover_interrupted(self.target)
+        except OSError as exc:
+            raise ExportError(f"Cannot tidy what an interrupted export left beside {self.target}: {exc.strerror or exc}") from None
         check_target(self.target, self.force)
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,11 @@ from trainer.dataset import Dataset, Sample, scan
 from trainer.deps import require_keras, require_tensorflow
 from trainer.evaluate import classification_metrics, decode_batch, plot_confusion, plot_history, predict_images, write_atomic, write_history_csv, write_json
 from trainer.features import CLEAN_VIEW, FeatureCache, Job, PassStats, choose_engine, extract, model_key, view_names
+from trainer.bundle_writer import remove_stale
 from trainer.progress import Reporter, keras_progress
+
+#: Skipped files named one by one on the console (all of them go to data_report.json).
+MAX_LISTED = 20
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,11 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResul
     counts = {s: len(v) for s, v in dataset.splits.items()}
     reporter.info(f"data: {len(dataset.labels)} classes, train {counts['train']} / val {counts['val']} / test {counts['test']} images ({dataset.layout})")
     if dataset.skipped:
-        reporter.warn(f"{len(dataset.skipped)} unreadable file(s) skipped (listed in data_report.json), e.g. {dataset.skipped[0].path.name}: {dataset.skipped[0].reason}")
+        reporter.warn(f"{len(dataset.skipped)} unreadable file(s) skipped (all listed in data_report.json):")
+        for item in dataset.skipped[:MAX_LISTED]:
+            reporter.info(f"  skipped {item.path}: {item.reason}")
+        if len(dataset.skipped) > MAX_LISTED:
+            reporter.info(f"  ... and {len(dataset.skipped) - MAX_LISTED} more")
     scan_s = time.perf_counter() - tick
 
     keras.utils.set_random_seed(options.seed)
@@ -191,7 +199,9 @@ def _feature_pass(options: TrainOptions, work: _Work, classifier: Any, digest: s
     with reporter.task("features", len(jobs), "images") as advance:
         features, failures, stats = extract(jobs, cache, make_engine, size, options.model.resize, threads, on_image=advance)
     if failures:
-        reporter.warn(f"{len(failures)} image(s) could not be decoded and were skipped, e.g. {next(iter(failures))}")
+        reporter.warn(f"{len(failures)} image(s) could not be decoded and were skipped:")
+        for path, reason in list(failures.items())[:MAX_LISTED]:
+            reporter.info(f"  skipped {path}: {reason}")
     work.dataset = work.dataset.without(failures)
     for note in stats.notes:
         reporter.warn(note)
@@ -401,6 +411,7 @@ def write_run(
     tmp = out_dir / f".{final.name}.partial"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale(out_dir, ".*.partial")  # left by runs that were killed while writing
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         summary = _write_files(tmp, final, options, work, classifier, weights, metrics, reporter, name, now)
