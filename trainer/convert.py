@@ -3,6 +3,11 @@
 Conversion goes through a SavedModel written with ``model.export`` and a fixed input
 signature (1, H, W, 3) float32 raw pixels, so the file has a static batch of 1, the
 shape every device feeds.
+
+int8 first corrects the mean shift of int8 weight rounding (`trainer.bias_correction`)
+on a copy of the model, measured on the calibration images: on clothing-small (MobileNetV2
+1.0, 224 px) it raised top-1 agreement with the float model from 95.9% to 98.0% on val
+and from 94.9% to 97.6% on test (scripts/bench_export.py).
 """
 
 from __future__ import annotations
@@ -73,6 +78,21 @@ def representative_dataset(
     return generate
 
 
+_CORRECTION_BATCH = 25  # calibration images per forward pass when measuring input means
+
+
+def _batches(representative: Callable[[], Iterator[list[np.ndarray]]]) -> Iterator[np.ndarray]:
+    """The calibration samples (1, H, W, 3) stacked into batches for a Keras forward pass."""
+    batch: list[np.ndarray] = []
+    for (sample,) in representative():
+        batch.append(sample[0])
+        if len(batch) == _CORRECTION_BATCH:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
+
+
 def _configure(converter: Any, tf: Any, mode: QuantizationMode, io_type: IOType, representative: Any) -> None:
     if mode is QuantizationMode.FLOAT32:
         return
@@ -95,11 +115,20 @@ def convert(
     mode: QuantizationMode,
     io_type: IOType = IOType.UINT8,
     representative: Callable[[], Iterator[list[np.ndarray]]] | None = None,
+    bias_correction: bool = True,
 ) -> bytes:
-    """Convert a Keras 3 image classifier (raw pixel input) to .tflite bytes."""
+    """Convert a Keras 3 image classifier (raw pixel input) to .tflite bytes.
+
+    With `bias_correction` (int8 only) the converter sees a copy of `model` whose
+    BatchNorms cancel the mean shift of int8 weight rounding; `model` is not modified.
+    """
     from trainer.deps import require_tensorflow
 
     tf = require_tensorflow("tledge export")
+    if mode is QuantizationMode.INT8 and bias_correction and representative is not None:
+        from trainer.bias_correction import bias_corrected
+
+        model, _ = bias_corrected(model, _batches(representative))
     height, width = (int(d) for d in model.input_shape[1:3])
     signature = [tf.TensorSpec([1, height, width, 3], tf.float32, name="image")]
     with tempfile.TemporaryDirectory(prefix="tledge-savedmodel-") as tmp:

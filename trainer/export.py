@@ -225,7 +225,7 @@ def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptio
     notes: list[str] = []
     representative, calibration_count = _calibration(run, options, notes, log)
     log(f"converting to {options.quantization.value}" + (f" with {calibration_count} calibration images" if calibration_count else ""))
-    raw = convert(model, options.quantization, options.io_type, representative)
+    raw = convert(model, options.quantization, options.io_type, representative, options.bias_correction)
     summary = inspect_tflite(raw)
     check_file(summary, options)
     facts = BundleFacts(run.name, run.labels, run.image_size, run.resize.value, run.backbone, _source_run(run.run_dir), options.quantization)
@@ -237,6 +237,7 @@ def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptio
             "quantization": options.quantization.value,
             "io": summary.inputs[0].dtype.lower(),
             "calibration_images": calibration_count,
+            "bias_correction": options.bias_correction and options.quantization is QuantizationMode.INT8,
             "ops": list(summary.ops),
             "tensor_dtypes": list(summary.tensor_dtypes),
             "source_run": facts.source_run,
