@@ -110,7 +110,9 @@ def run(
     model: Path = ModelArg,
     source: str = typer.Option(..., "--source", "-s", help="Camera index or /dev/videoN, rtsp:// or http(s):// URL, 'picam', a video file, an image, a folder or a glob."),
     labels: Optional[Path] = LabelsOpt,
-    threads: Optional[int] = ThreadsOpt,
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, max=64, help="Interpreter threads (default: CPU cores - 1, at least 1, at most 4: one core decodes and resizes)."
+    ),
     delegate: Optional[str] = DelegateOpt,
     top_k: int = typer.Option(3, "--top-k", min=1, help="Classes reported per frame."),
     smooth: int = typer.Option(1, "--smooth", min=1, help="Moving average over this many frames' scores (1 = off)."),
@@ -131,8 +133,10 @@ def run(
     from edge.sinks import CsvSink, JsonLinesSink, WindowSink, wants_window
     from edge.sources import open_source
 
+    from edge.runtime import pipeline_threads
+
     _setup_logging()
-    clf = _load_classifier(model, labels, threads, delegate)
+    clf = _load_classifier(model, labels, threads or pipeline_threads(), delegate)
     src = open_source(source, model_size=clf.input_size)
     options = PipelineOptions(
         top_k=top_k, smooth=smooth, threshold=threshold, realtime=realtime, loop=loop, max_frames=max_frames,
