@@ -381,16 +381,15 @@ def _machine(m: dict[str, Any]) -> str:
 
 
 def _provenance(runs: dict[str, Any], invocation: str, date: str) -> list[str]:
-    """Which command produced the figures, and which wrote this file."""
-    last = runs.get("_last_run") or {}
-    if "--from-json" not in invocation or not last:
-        return [f"Latest figures, written {date} by:", "", f"    {invocation}", ""]
-    when = f"{last.get('started_utc', '?')} to {last.get('finished_utc', 'unfinished')}"
-    return [
-        f"Latest figures from ({when}):", "", f"    {last.get('command')}", "",
-        f"This file was rebuilt from their JSON at {date} by `{invocation}`; a section whose figures come "
-        "from a later run of one script says so in its own command line.", "",
+    """Which commands produced the figures, and which wrote this file."""
+    rows = [
+        [TITLES[name].split(".")[0], f"`{run['command']}`", f"`{run['run_by']}`" if run.get("run_by") else "", run.get("finished_utc", "?"), run.get("wall_s"), run.get("rc")]
+        for name in TITLES if isinstance(run := runs.get(name), dict)
     ]
+    lines = [f"Written {date} by `{invocation}` from the scripts' JSON in scripts/out/. The runs behind the figures:", ""]
+    if rows:
+        lines += [table(["#", "script", "run by", "finished (UTC)", "wall s", "exit"], rows), ""]
+    return lines
 
 
 def render(results: dict[str, Any], runs: dict[str, Any], old: str, invocation: str, machine: dict[str, Any]) -> str:

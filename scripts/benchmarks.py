@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (bc.ROOT / section.script).is_file():
                 bc.log(f"== {section.name}: {section.script} is not there yet; keeping what BENCHMARKS.md has")
                 continue
-            runs[section.name] = run_section(section, section_command(section, args))
+            runs[section.name] = {**run_section(section, section_command(section, args)), "run_by": invocation}
             if runs[section.name]["rc"] != 0:
                 failed.append(section.name)
             _write_atomic(RUNS_JSON, json.dumps(runs, indent=2) + "\n")
