@@ -308,17 +308,11 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for r in rows
     )
     detail = f"median of per-round ratios: {detail}"
-    # The inference thread resizes each frame before invoking it: with frames always
-    # ready and nothing else to do, the best it can reach is invoke / (invoke + resize).
-    ceiling = "; ".join(
-        f"{r['model']} {r['threads']}t: invoke {r['raw_invoke_p50_ms']:.2f} ms + resize {r['preprocess_ms']:.2f} ms = "
-        f"{100 * r['raw_invoke_p50_ms'] / (r['raw_invoke_p50_ms'] + r['preprocess_ms']):.0f}% of raw"
-        for r in rows if r.get("preprocess_ms")
-    )
     return [
         {"goal": "tledge run >= 95% of the raw invoke rate", "met": all(raw_ok) if rows else None,
-         "detail": f"{detail}. The resize on the inference thread alone caps it at: {ceiling}"},
-        {"goal": "tledge run faster than the naive loop", "met": all(naive_ok) if rows else None, "detail": detail},
+         "met_in": f"{sum(raw_ok)} of {len(rows)} configurations", "detail": detail},
+        {"goal": "tledge run faster than the naive loop", "met": all(naive_ok) if rows else None,
+         "met_in": f"{sum(naive_ok)} of {len(rows)} configurations", "detail": detail},
     ]
 
 
