@@ -48,6 +48,20 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+class ResultListSink:
+    """Keeps every `FrameResult` in `results` (not the frames): for scripts that score a
+    run afterwards, such as the demo scoring a video against its ground truth."""
+
+    def __init__(self) -> None:
+        self.results: list[FrameResult] = []
+
+    def emit(self, frame_rgb: np.ndarray, result: FrameResult) -> None:
+        self.results.append(result)
+
+    def close(self) -> None:
+        pass
+
+
 class JsonLinesSink:
     """One JSON object per line (see `FrameResult.to_dict`), on every frame or only when
     the top label changes (`on_change`). Lines are flushed at once, for pipes."""

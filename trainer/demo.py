@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from edge.bundle import load_model_info
 from edge.classifier import Classifier
-from edge.pipeline import FrameResult, Pipeline, PipelineOptions
+from edge.pipeline import Pipeline, PipelineOptions
+from edge.sinks import ResultListSink
 from edge.sources import open_source
 from trainer import synthetic
 from trainer.config import DataOptions, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsSpec
@@ -39,19 +39,6 @@ class DemoOptions:
     images_per_class: int = 80  # train; val and test get a quarter each
     seed: int = 0
     quiet: bool = False
-
-
-class _Collect:
-    """A sink that keeps every result (the demo scores the video against its truth)."""
-
-    def __init__(self) -> None:
-        self.results: list[FrameResult] = []
-
-    def emit(self, frame_rgb: np.ndarray, result: FrameResult) -> None:
-        self.results.append(result)
-
-    def close(self) -> None:
-        pass
 
 
 def run_demo(options: DemoOptions) -> dict[str, Any]:
@@ -88,7 +75,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     video, truth = synthetic.make_video(work / "clip.avi", frames_per_class=30, size=(320, 240), seed=options.seed + 7)
     info = load_model_info(bundle_dir)
     classifier = Classifier(info)
-    sink = _Collect()
+    sink = ResultListSink()
     stats = Pipeline(classifier, open_source(str(video)), [sink], PipelineOptions(top_k=1)).run()
     correct = sum(1 for r in sink.results if r.index < len(truth) and r.top and r.top[0][1] == truth[r.index])
 

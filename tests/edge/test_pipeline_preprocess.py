@@ -12,18 +12,8 @@ from edge.bundle import load_model_info
 from edge.classifier import Classifier
 from edge.pipeline import FrameResult, Pipeline, PipelineOptions
 from edge.runtime import pipeline_threads
+from edge.sinks import ResultListSink
 from edge.sources import VideoFileSource
-
-
-class Keep:
-    def __init__(self) -> None:
-        self.results: list[FrameResult] = []
-
-    def emit(self, frame_rgb: np.ndarray, result: FrameResult) -> None:
-        self.results.append(result)
-
-    def close(self) -> None:
-        pass
 
 
 class RecordingClassifier(Classifier):
@@ -40,7 +30,7 @@ class RecordingClassifier(Classifier):
 
 def _run(bundle: Path, video: Path, in_capture: bool) -> tuple[list[FrameResult], set[str]]:
     classifier = RecordingClassifier(load_model_info(bundle), threads=1)
-    sink = Keep()
+    sink = ResultListSink()
     Pipeline(classifier, VideoFileSource(video), [sink], PipelineOptions(top_k=3, preprocess_in_capture=in_capture)).run()
     return sink.results, classifier.preprocess_threads
 

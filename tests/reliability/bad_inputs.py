@@ -137,7 +137,6 @@ LINK_CASE_NAMES = ("symlink_loop.jpg", "dangling_link.jpg", "non_utf8_name.jpg")
 
 def image_specs() -> list[tuple[str, bytes, tuple[int, int] | None, str]]:
     """(file name, bytes, decoded (height, width) or None, word of the refusal) per file."""
-    good_jpeg = jpeg_bytes(gradient_rgb())
     photo_jpeg = jpeg_bytes(gradient_rgb(480, 640))  # big enough that half of it is pixel data
     good_png = png_bytes(Image.fromarray(gradient_rgb()))
     files: list[tuple[str, bytes, tuple[int, int] | None, str]] = [

@@ -27,7 +27,7 @@ from tledge_paths import ROOT
 from edge.bundle import load_model_info
 from edge.classifier import Classifier
 from edge.errors import SourceError
-from edge.pipeline import Pipeline, PipelineOptions, ReconnectPolicy
+from edge.pipeline import Pipeline, PipelineOptions
 from edge.results import FrameResult
 from edge.sources import CameraSource
 

@@ -8,7 +8,6 @@ import time
 
 import cv2
 import numpy as np
-import pytest
 from live_helpers import Counter, MjpegViewer, TimedSink, running_pipeline, wait_until
 
 from edge.results import FrameResult
