@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="the recipe's epochs (and a tledge run with the same head epochs)")
     parser.add_argument("--repeat", type=int, default=1, help="tledge runs per configuration; medians are quoted")
     parser.add_argument("--skip-recipe", action="store_true")
+    parser.add_argument("--output", default="bench_train", help="file name under scripts/out/ (without .json); "
+                        "bench_train_more_epochs is shown as a second table in BENCHMARKS.md")
     parser.add_argument("--recipe-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.recipe_only:
@@ -167,14 +169,14 @@ def main() -> None:
             summary["cpu_ratio_warm"] = round(rec["cpu_s"] / summary["tledge_warm_cpu_s"], 1)
             summary["goal_10x_equal_or_better_accuracy"] = bool(summary["speedup_cold"] >= 10 and summary["tledge_cold_val_acc"] >= rec["val_acc"])
         rows.append(emit(summary))
-    write_output(rows, " ".join(["scripts/bench_train.py", *sys.argv[1:]]))
+    write_output(rows, " ".join(["scripts/bench_train.py", *sys.argv[1:]]), name=args.output)
 
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def write_output(rows: list[dict], command: str, date_utc: str | None = None) -> None:
+def write_output(rows: list[dict], command: str, date_utc: str | None = None, name: str = "bench_train") -> None:
     """scripts/out/bench_train.json: the rows, a summary, a Markdown table and the goal."""
     summary = next(r for r in rows if r.get("name") == "summary")
     table = ["| configuration | wall s | CPU s | val acc | test acc | head epochs | load avg |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -211,7 +213,7 @@ def write_output(rows: list[dict], command: str, date_utc: str | None = None) ->
     }
     out = ROOT / "scripts" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_train.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 if __name__ == "__main__":
