@@ -106,6 +106,19 @@ def _print_table(rows: list[tuple[Path, Any]]) -> None:
     Console().print(table)
 
 
+def _check_token(value: Optional[str]) -> Optional[str]:
+    """--token / TLEDGE_TOKEN: a short or odd token is a usage error (exit 2), before anything starts."""
+    if value is None:
+        return None
+    from edge.errors import ServeError
+    from edge.serve.options import check_token
+
+    try:
+        return check_token(value)
+    except ServeError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def run(
     model: Path = ModelArg,
     source: str = typer.Option(..., "--source", "-s", help="Camera index or /dev/videoN, rtsp:// or http(s):// URL, 'picam', a video file, an image, a folder or a glob."),
@@ -125,8 +138,15 @@ def run(
     display: DisplayMode = typer.Option(DisplayMode.AUTO, "--display", help="Window with the label drawn on the frame: auto (when a display exists), on, off."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many frames."),
     reconnect_attempts: Optional[int] = typer.Option(None, "--reconnect-attempts", min=1, help="Give up on a lost camera after this many attempts (default: never)."),
-    serve: Optional[str] = typer.Option(None, "--serve", help="Live view in the browser at [HOST:]PORT."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="TLEDGE_TOKEN", help="Access token for --serve (or set TLEDGE_TOKEN: other users can read a command line)."),
+    serve: Optional[str] = typer.Option(None, "--serve", help="Live view in the browser at [HOST:]PORT (default host 127.0.0.1; off loopback a token is always required)."),
+    token: Optional[str] = typer.Option(
+        None, "--token", envvar="TLEDGE_TOKEN", callback=_check_token,
+        help="Access token for --serve, at least 16 characters (better: set TLEDGE_TOKEN, a command line is visible to other users). Off loopback without one, a token is generated and printed once.",
+    ),
+    allow_host: list[str] = typer.Option([], "--allow-host", help="Another host name the live view may be reached by off loopback (repeatable), e.g. a DNS alias."),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", exists=True, dir_okay=False, help="Serve the live view over https with this PEM certificate (with --tls-key)."),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", exists=True, dir_okay=False, help="The PEM private key of --tls-cert."),
+    serve_network: bool = typer.Option(False, "--serve-as-network", hidden=True, help="Treat a loopback --serve address as off loopback (tests)."),
 ) -> None:
     """Classify a live camera, stream, video or image folder continuously."""
     from edge.pipeline import Pipeline, PipelineOptions, ReconnectPolicy, stop_on_signals
@@ -152,7 +172,7 @@ def run(
         if csv_path is not None:
             sinks.append(CsvSink(csv_path))
         if serve:
-            sinks.append(_live_view_sink(serve, token, clf.info))
+            sinks.append(_live_view_sink(serve, token, clf.info, allow_host, tls_cert, tls_key, serve_network))
     except BaseException:
         for sink in sinks:
             sink.close()
@@ -166,15 +186,14 @@ def run(
         raise TledgeError(f"{stats.reason}; check the camera or stream (--reconnect-attempts sets how long to retry)")
 
 
-def _live_view_sink(serve: str, token: Optional[str], info: Any) -> Any:
-    """The browser live view (edge/server.py), imported only when --serve is given."""
-    try:
-        from edge import server
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("edge.server",):
-            raise
-        raise TledgeError("--serve is not available in this build of tledge (edge.server is missing)") from None
-    return server.LiveViewSink.from_cli(serve, token, info)
+def _live_view_sink(serve: str, token: Optional[str], info: Any, allow_hosts: list[str], tls_cert: Optional[Path],
+                    tls_key: Optional[Path], as_network: bool) -> Any:
+    """The browser live view (edge/serve/), imported only when --serve is given."""
+    from edge.serve.sink import LiveViewSink
+
+    return LiveViewSink.from_cli(
+        serve, token, info, allow_hosts=tuple(allow_hosts), tls_cert=tls_cert, tls_key=tls_key, network=True if as_network else None
+    )
 
 
 def bench(

@@ -164,7 +164,7 @@ def draw_overlay(frame_rgb: np.ndarray, result: FrameResult) -> np.ndarray:
     thickness = max(1, round(scale * 2))
     line_h = int(28 * scale) + 4  # pixels
     lines = [f"{label} {score:.2f}" for _, label, score in result.top] or ["(below threshold)"]
-    lines.append(f"{result.fps:.1f} fps  {result.latency_ms:.1f} ms")
+    lines.append(f"{result.fps:.1f} fps  latency {result.latency_ms:.1f} ms")
     for i, text in enumerate(lines):
         origin = (8, line_h * (i + 1))
         colour = (0, 255, 0) if i == 0 and result.top else (255, 255, 255)

@@ -1,10 +1,9 @@
 // tledge live view: the MJPEG <img>, and the prediction fed by server-sent events.
-// The access token (if any) comes from this page's own URL and goes on every request.
+// The access token travels in an HttpOnly cookie the server set: this script never sees it.
+// Panel and picture show the same frame: each event is the result of the frame last published.
 "use strict";
 
 (function () {
-  const token = new URLSearchParams(window.location.search).get("token");
-  const query = token ? "?token=" + encodeURIComponent(token) : "";
   const $ = (id) => document.getElementById(id);
   let labelItems = new Map();  // label -> <li> in the labels list
 
@@ -73,13 +72,13 @@
     const img = $("stream");
     img.onerror = () => {
       setStatus("lost", "video lost, retrying");
-      setTimeout(() => { img.src = "stream.mjpg" + query + (query ? "&" : "?") + "t=" + Date.now(); }, 2000);
+      setTimeout(() => { img.src = "stream.mjpg?t=" + Date.now(); }, 2000);
     };
-    img.src = "stream.mjpg" + query;
+    img.src = "stream.mjpg";
   }
 
   function startEvents() {
-    const events = new EventSource("api/events" + query);
+    const events = new EventSource("api/events");
     events.onopen = () => setStatus("live", "live");
     events.onerror = () => setStatus("lost", "reconnecting");
     events.onmessage = (event) => {
@@ -88,9 +87,7 @@
     };
   }
 
-  $("link-latest").href = "api/latest" + query;
-  $("link-events").href = "api/events" + query;
-  fetch("api/model" + query)
+  fetch("api/model")
     .then((response) => (response.ok ? response.json() : Promise.reject(new Error(response.status))))
     .then(showModel)
     .catch(() => setStatus("lost", "cannot read the model"));

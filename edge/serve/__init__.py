@@ -1,0 +1,38 @@
+"""Live view in the browser: `tledge run MODEL --serve [HOST:]PORT`.
+
+    options.py      ServeOptions, bind parsing, token rules (pure)
+    auth.py         Host allow-list, Sec-Fetch-Site, bearer/cookie token, failed-login limit (pure)
+    bridge.py       the inference thread -> server thread hand-over (never blocks inference)
+    stream.py       the ticker, MJPEG and server-sent events, viewer caps
+    connections.py  connection cap, header-read timeout, one-line logging of bad requests
+    app.py          the aiohttp application: guard middleware, route table, handlers
+    sink.py         LiveViewSink: the pipeline sink that runs the server in its own thread
+    static/         the page (index.html, app.js, style.css)
+
+Importing this package loads neither aiohttp nor OpenCV; names are resolved on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "ServeOptions": "edge.serve.options",
+    "parse_bind": "edge.serve.options",
+    "is_loopback": "edge.serve.options",
+    "is_all_interfaces": "edge.serve.options",
+    "LiveViewSink": "edge.serve.sink",
+    "encode_frame": "edge.serve.stream",
+    "BOUNDARY": "edge.serve.stream",
+    "ASSETS": "edge.serve.app",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'edge.serve' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
