@@ -164,7 +164,8 @@ class LiveApp:
             if query_token is not None and header is None:
                 return self._to_clean_url(request)
             return None
-        self.limiter.failed(client)
+        if given is not None:  # a wrong guess counts; no credential at all (a fresh browser) does not
+            self.limiter.failed(client)
         return self._refuse(
             request, 401,
             "missing or wrong token: open the URL tledge printed (…/?token=…) once, or send 'Authorization: Bearer TOKEN'",
@@ -176,7 +177,7 @@ class LiveApp:
         query = request.rel_url.query.copy()
         query.popall("token", None)
         clean = request.rel_url.with_query(query) if query else request.rel_url.with_query(None)
-        response = self.web.HTTPSeeOther(location=str(clean))
+        response = self.web.Response(status=303, headers={"Location": str(clean)})
         response.set_cookie(self.cookie, self.options.token, httponly=True, samesite="Strict", secure=self.options.tls, path="/")
         return response
 

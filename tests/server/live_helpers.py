@@ -21,7 +21,7 @@ import pytest
 from edge.bundle import ModelInfo
 from edge.classifier import Classifier
 from edge.pipeline import Pipeline, PipelineOptions
-from edge.server import BOUNDARY
+from edge.serve.stream import BOUNDARY
 from edge.sources import VideoFileSource
 
 COLOURS: dict[str, tuple[int, int, int]] = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}  # RGB
@@ -107,28 +107,13 @@ def running_pipeline(info: ModelInfo, video: Path, sinks: list, **options) -> It
         raise errors[0]
 
 
-class TimedSink:
-    """Wraps a sink and records how long each `emit` took (ms): the cost to the inference loop."""
-
-    def __init__(self, sink) -> None:  # noqa: ANN001 - any Sink
-        self.sink = sink
-        self.emit_ms: list[float] = []
-
-    def emit(self, frame_rgb: np.ndarray, result) -> None:  # noqa: ANN001 - FrameResult
-        start = time.perf_counter()
-        self.sink.emit(frame_rgb, result)
-        self.emit_ms.append((time.perf_counter() - start) * 1000.0)
-
-    def close(self) -> None:
-        self.sink.close()
-
-
 class MjpegViewer(threading.Thread):
     """A well-behaved viewer of /stream.mjpg: reads every part, keeps arrival times and the last JPEG."""
 
-    def __init__(self, port: int, query: str = "", timeout: float = 10.0) -> None:
+    def __init__(self, port: int, query: str = "", timeout: float = 10.0, headers: dict[str, str] | None = None) -> None:
         super().__init__(name=f"viewer-{port}", daemon=True)
-        self.port, self.query, self.timeout = port, query, timeout
+        self.port, self.query, self.timeout, self.headers = port, query, timeout, headers or {}
+        self.indices: list[int] = []  # X-Frame-Index of each part
         self.times: list[float] = []  # time.monotonic() of each complete frame, s
         self.last_jpeg = b""
         self.content_type = ""
@@ -139,7 +124,7 @@ class MjpegViewer(threading.Thread):
     def run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
         try:
-            conn.request("GET", f"/stream.mjpg{self.query}")
+            conn.request("GET", f"/stream.mjpg{self.query}", headers=self.headers)
             response = conn.getresponse()
             self.content_type = response.getheader("Content-Type", "")
             while not self._halt.is_set():
@@ -154,6 +139,8 @@ class MjpegViewer(threading.Thread):
                     name, _, value = header.decode("ascii").partition(":")
                     if name.lower() == "content-length":
                         length = int(value)
+                    elif name.lower() == "x-frame-index":
+                        self.indices.append(int(value))
                 self.last_jpeg = response.read(length)
                 self.times.append(time.monotonic())
         except (OSError, http.client.HTTPException) as exc:

@@ -1,4 +1,4 @@
-"""Where the live view listens: [HOST:]PORT parsing, the 127.0.0.1 default, the all-interfaces warning."""
+"""Where the live view listens: [HOST:]PORT parsing, the 127.0.0.1 default, all interfaces only with a token."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import socket
 import subprocess
 import sys
 import textwrap
+import urllib.error
 import urllib.request
 
 import pytest
 
 from edge.errors import ServeError
-from edge.server import LiveViewSink, ServeOptions, is_all_interfaces, parse_bind
+from edge.serve import LiveViewSink, ServeOptions, is_all_interfaces, parse_bind
 
 
 @pytest.mark.parametrize(
@@ -44,7 +45,8 @@ def test_all_interfaces_detection() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [dict(stream_fps=0), dict(stream_fps=120), dict(jpeg_quality=100), dict(jpeg_quality=1), dict(max_width=10000), dict(token="  "), dict(port=70000)],
+    [dict(stream_fps=0), dict(stream_fps=120), dict(jpeg_quality=100), dict(jpeg_quality=1), dict(max_width=10000), dict(token="  "), dict(token="short-token"), dict(token=" " + "x" * 20), dict(port=70000),
+     dict(host="0.0.0.0"), dict(host="192.168.1.20"), dict(host="127.0.0.2", network=True), dict(tls_cert="cert.pem"), dict(allow_hosts=("evil.example/x",))],
 )
 def test_options_are_bounded(options: dict) -> None:
     with pytest.raises(ServeError):
@@ -75,14 +77,19 @@ def test_default_bind_is_loopback_only(colour_info, capsys) -> None:
     assert f"live view: http://127.0.0.1:{sink.port}/" in err
 
 
-def test_all_interfaces_is_opt_in_with_a_warning(colour_info, capsys) -> None:
-    with LiveViewSink.from_cli("0.0.0.0:0", None, colour_info) as sink:
-        assert sink.address[0] == "0.0.0.0"
-        assert urllib.request.urlopen(f"http://127.0.0.1:{sink.port}/api/model", timeout=5).status == 200
-        by_name = urllib.request.Request(f"http://127.0.0.1:{sink.port}/api/model", headers={"Host": "mypi.local"})
-        assert urllib.request.urlopen(by_name, timeout=5).status == 200  # reached by the device's LAN name
+def test_all_interfaces_gets_a_generated_token(colour_info, capsys) -> None:
+    with LiveViewSink.from_cli("0.0.0.0:0", None, colour_info, allow_hosts=("mypi.example",)) as sink:
+        token = sink.options.token
+        assert sink.address[0] == "0.0.0.0" and token is not None and len(token) >= 32
+        denied = urllib.request.Request(f"http://127.0.0.1:{sink.port}/api/model")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(denied, timeout=5)
+        assert refused.value.code == 401
+        by_name = urllib.request.Request(f"http://127.0.0.1:{sink.port}/api/model", headers={"Host": "mypi.example", "Authorization": f"Bearer {token}"})
+        assert urllib.request.urlopen(by_name, timeout=5).status == 200  # reached by an --allow-host name
     err = capsys.readouterr().err
-    assert "warning" in err and "all network interfaces" in err and "--token" in err
+    assert err.count(token) == 1  # printed once, in the URL
+    assert f"?token={token}" in err and "open to the network" in err
 
 
 def test_port_in_use_is_a_clear_error(colour_info) -> None:
@@ -114,7 +121,7 @@ def test_without_aiohttp_the_error_names_the_extra(colour_model) -> None:
         sys.meta_path.insert(0, Block())
         from edge.bundle import load_model_info
         from edge.errors import MissingExtraError
-        from edge.server import LiveViewSink
+        from edge.serve import LiveViewSink
         try:
             LiveViewSink.from_cli('0', None, load_model_info({str(model)!r}, labels_path={str(labels)!r}))
         except MissingExtraError as exc:
@@ -125,7 +132,7 @@ def test_without_aiohttp_the_error_names_the_extra(colour_model) -> None:
     assert 'pip install "tledge[serve]"' in result.stdout
 
 
-def test_importing_the_server_loads_neither_tensorflow_nor_aiohttp() -> None:
-    code = "import sys, edge.server; print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'trainer', 'aiohttp')))"
+def test_importing_the_serve_package_loads_neither_tensorflow_nor_aiohttp() -> None:
+    code = "import sys, edge.serve, edge.serve.options, edge.serve.auth; print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'trainer', 'aiohttp')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -18,6 +18,7 @@ import pytest
 from live_helpers import COLOURS
 
 ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "cli-test-token-0123456789"
 
 
 def start_run(model: Path, labels: Path, video: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -51,27 +52,28 @@ def read_url(process: subprocess.Popen[str], lines: list[str], timeout: float = 
 def test_run_serve_with_token(colour_model, colour_video, way: str) -> None:
     model, labels = colour_model
     if way == "flag":
-        process = start_run(model, labels, colour_video, "--serve", "127.0.0.1:0", "--token", "t0k")
+        process = start_run(model, labels, colour_video, "--serve", "127.0.0.1:0", "--token", TOKEN)
     else:  # TLEDGE_TOKEN keeps the secret out of `ps`
-        process = start_run(model, labels, colour_video, "--serve", "127.0.0.1:0", env={"TLEDGE_TOKEN": "t0k"})
+        process = start_run(model, labels, colour_video, "--serve", "127.0.0.1:0", env={"TLEDGE_TOKEN": TOKEN})
     lines: list[str] = []
     try:
         url = read_url(process, lines)
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/?token=t0k")
-        base = url.split("?")[0]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/")
+        assert TOKEN not in "".join(lines)  # a token the user chose is never printed
+        base = url
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(base + "api/model", timeout=10)
         assert denied.value.code == 401
         deadline, latest = time.monotonic() + 20, None
         while latest is None and time.monotonic() < deadline:
             try:
-                latest = json.load(urllib.request.urlopen(base + "api/latest?token=t0k", timeout=10))
+                latest = json.load(urllib.request.urlopen(urllib.request.Request(base + "api/latest", headers={"Authorization": f"Bearer {TOKEN}"}), timeout=10))
             except urllib.error.HTTPError as exc:
                 assert exc.code == 503  # no frame yet
                 time.sleep(0.2)
         assert latest is not None and latest["label"] in COLOURS
-        page = urllib.request.urlopen(url, timeout=10).read().decode("utf-8")
-        assert "static/app.js?token=t0k" in page
+        page = urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"}), timeout=10).read().decode("utf-8")
+        assert 'src="static/app.js"' in page and TOKEN not in page
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -110,3 +112,41 @@ def test_run_serve_without_the_extra_names_it(colour_model, colour_video) -> Non
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result.stderr
     assert 'pip install "tledge[serve]"' in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("way", ["flag", "environment"])
+def test_a_short_token_is_a_usage_error(colour_model, colour_video, way: str) -> None:
+    model, labels = colour_model
+    extra = ("--token", "t0k") if way == "flag" else ()
+    process = start_run(model, labels, colour_video, "--serve", "0", *extra, env={"TLEDGE_TOKEN": "t0k"} if way == "environment" else None)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2, err
+    flat = " ".join(re.sub("[\u2500-\u257f]", " ", err).split())  # without Rich's box
+    assert "use at least 16" in flat and "--token" in flat and "Traceback" not in err
+
+
+def test_off_loopback_without_a_token_generates_one(colour_model, colour_video) -> None:
+    """127.0.0.2 treated as a network address (hidden --serve-as-network): a URL with a fresh token, 401 without it."""
+    model, labels = colour_model
+    process = start_run(model, labels, colour_video, "--serve", "127.0.0.2:0", "--serve-as-network", env={"TLEDGE_TOKEN": ""})
+    lines: list[str] = []
+    try:
+        url = read_url(process, lines)
+        match = re.fullmatch(r"http://127\.0\.0\.2:(\d+)/\?token=([A-Za-z0-9_-]+)", url)
+        assert match, url
+        port, token = match.groups()
+        assert len(token) >= 22  # >= 128 bits of URL-safe base64
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(f"http://127.0.0.2:{port}/api/model", timeout=10)
+        assert denied.value.code == 401
+        allowed = urllib.request.Request(f"http://127.0.0.2:{port}/api/model", headers={"Authorization": f"Bearer {token}"})
+        assert json.load(urllib.request.urlopen(allowed, timeout=10))["labels"] == list(COLOURS)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        finally:
+            process.kill() if process.poll() is None else None
+    text = "".join(lines)
+    assert text.count(token) == 1, text  # printed once, never in a log line
+    assert process.returncode == 0 and "Traceback" not in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import http.cookies
 import json
 import time
 from pathlib import Path
@@ -11,12 +12,14 @@ from typing import Iterator
 import pytest
 from live_helpers import COLOURS, Counter, running_pipeline
 
-from edge.server import ASSETS, LiveViewSink, ServeOptions
+from edge.serve import ASSETS, LiveViewSink, ServeOptions
 
 TOKEN = "s3cret token/with?odd&chars"
 QUOTED = "s3cret%20token%2Fwith%3Fodd%26chars"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+COOKIE = "tledge_token_{port}"
 ENDPOINTS = ["/", "/static/app.js", "/static/style.css", "/api/model", "/api/latest", "/api/events", "/stream.mjpg"]
-STATIC = Path(__file__).resolve().parents[2] / "edge" / "static"
+STATIC = Path(__file__).resolve().parents[2] / "edge" / "serve" / "static"
 
 
 def request(port: int, path: str, headers: dict[str, str] | None = None, read: bool = True) -> tuple[int, dict[str, str], bytes]:
@@ -38,7 +41,7 @@ def request(port: int, path: str, headers: dict[str, str] | None = None, read: b
 @pytest.fixture(scope="module")
 def live(colour_info, colour_video) -> Iterator[LiveViewSink]:
     """A token-protected live view fed by the real pipeline; yields once a result exists."""
-    sink = LiveViewSink(ServeOptions(port=0, token=TOKEN, stream_fps=10), colour_info)
+    sink = LiveViewSink(ServeOptions(port=0, token=TOKEN, stream_fps=10, auth_failures_per_minute=10_000), colour_info)
     counter = Counter()
     with running_pipeline(colour_info, colour_video, [sink, counter]):
         deadline = time.monotonic() + 20
@@ -61,9 +64,21 @@ def test_every_endpoint_needs_the_token(live: LiveViewSink, path: str) -> None:
 
 @pytest.mark.parametrize("path", ENDPOINTS)
 def test_the_token_opens_every_endpoint(live: LiveViewSink, path: str) -> None:
-    by_query = request(live.port, f"{path}?token={QUOTED}")
-    by_header = request(live.port, path, {"Authorization": f"Bearer {TOKEN}"})
-    assert by_query[0] == 200 and by_header[0] == 200, path
+    by_header = request(live.port, path, AUTH)
+    assert by_header[0] == 200, path
+    # ?token= trades the token for a cookie and sends the browser to the same URL without it.
+    status, headers, _ = request(live.port, f"{path}?token={QUOTED}&x=1")
+    assert status == 303 and headers["location"] == f"{path}?x=1", (path, headers)
+    cookie = headers["set-cookie"]
+    name = COOKIE.format(port=live.port)
+    assert cookie.startswith(f'{name}="{TOKEN}"') or cookie.startswith(f"{name}={QUOTED}") or name in cookie
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # plain http: a Secure cookie would never come back
+    morsel = http.cookies.SimpleCookie(cookie)[name]
+    by_cookie = request(live.port, path, {"Cookie": f"{name}={morsel.coded_value}"})
+    assert by_cookie[0] == 200, path
+    wrong = request(live.port, path, {"Cookie": f"{name}=wrong-token-wrong-token"})
+    assert wrong[0] == 401
 
 
 TRAVERSALS = [
@@ -91,34 +106,34 @@ TRAVERSALS = [
 
 @pytest.mark.parametrize("path", TRAVERSALS)
 def test_no_file_outside_the_page_assets_is_reachable(live: LiveViewSink, path: str) -> None:
-    separator = "&" if "?" in path else "?"
-    status, _, body = request(live.port, f"{path}{separator}token={QUOTED}")
+    status, _, body = request(live.port, path, AUTH)
     assert status in (400, 403, 404), (path, status)
     assert b"LiveViewSink" not in body and b"root:" not in body and b"[project]" not in body
 
 
 def test_assets_are_the_shipped_files(live: LiveViewSink) -> None:
     for name, content_type in ASSETS.items():
-        status, headers, body = request(live.port, f"/static/{name}?token={QUOTED}")
+        status, headers, body = request(live.port, f"/static/{name}", AUTH)
         assert status == 200 and body == (STATIC / name).read_bytes()
         assert headers["content-type"] == content_type
         assert headers["x-content-type-options"] == "nosniff"
 
 
-def test_page_propagates_the_token_to_its_assets(live: LiveViewSink) -> None:
-    status, headers, body = request(live.port, f"/?token={QUOTED}")
+def test_page_never_holds_the_token(live: LiveViewSink) -> None:
+    status, headers, body = request(live.port, "/", AUTH)
     page = body.decode("utf-8")
     assert status == 200 and headers["content-type"].startswith("text/html")
-    assert f'src="static/app.js?token={QUOTED}"' in page
-    assert f'href="static/style.css?token={QUOTED}"' in page
-    assert "{{QUERY}}" not in page
+    assert 'src="static/app.js"' in page and 'href="static/style.css"' in page
+    assert TOKEN not in page and QUOTED not in page and "token=" not in page
+    script = request(live.port, "/static/app.js", AUTH)[2].decode("utf-8")
+    assert "token" not in script.split("\n", 3)[-1]  # past the header comment: no code touches a token
     assert "http://" not in page and "https://" not in page  # no CDN: works offline
     assert "default-src 'self'" in headers["content-security-policy"]
-    assert headers["referrer-policy"] == "no-referrer"  # the token never leaks through Referer
+    assert headers["referrer-policy"] == "no-referrer"
 
 
 def test_model_endpoint(live: LiveViewSink) -> None:
-    status, _, body = request(live.port, f"/api/model?token={QUOTED}")
+    status, _, body = request(live.port, "/api/model", AUTH)
     model = json.loads(body)
     assert status == 200
     assert model["name"] == "colours"
@@ -143,7 +158,7 @@ def test_latest_before_the_first_frame_says_retry(colour_info) -> None:
 def test_events_stream_results(live: LiveViewSink) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
     try:
-        conn.request("GET", f"/api/events?token={QUOTED}")
+        conn.request("GET", "/api/events", headers=AUTH)
         response = conn.getresponse()
         assert response.status == 200 and response.getheader("Content-Type").startswith("text/event-stream")
         events: list[dict] = []
@@ -162,11 +177,11 @@ def test_events_stream_results(live: LiveViewSink) -> None:
 @pytest.mark.parametrize("host", ["evil.example:80", "192.168.1.5", "localhost.evil.example"])
 def test_loopback_server_refuses_foreign_host_names(live: LiveViewSink, host: str) -> None:
     """DNS rebinding: a page at evil.example re-pointed to 127.0.0.1 gets nothing, even with the token."""
-    status, _, body = request(live.port, f"/api/latest?token={QUOTED}", {"Host": host})
+    status, _, body = request(live.port, "/api/latest", {"Host": host, **AUTH})
     assert status == 403 and b"localhost" in body
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]"])
 def test_loopback_names_are_accepted(live: LiveViewSink, host: str) -> None:
-    status, _, _ = request(live.port, f"/api/model?token={QUOTED}", {"Host": f"{host}:{live.port}"})
+    status, _, _ = request(live.port, "/api/model", {"Host": f"{host}:{live.port}", **AUTH})
     assert status == 200
