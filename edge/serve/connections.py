@@ -134,8 +134,10 @@ class OneLineLog:
 
     error = exception
 
-    def debug(self, *args: Any, **kwargs: Any) -> None:
-        pass  # aiohttp's debug notes (e.g. a client that left early) are not ours to print
+    def debug(self, msg: str, *args: Any, exc_info: BaseException | None = None, **kwargs: Any) -> None:
+        if isinstance(exc_info, BaseException):  # aiohttp files non-HTTP bytes on a fresh connection here
+            self.exception(msg, *args, exc_info=exc_info)
+        # other debug notes (e.g. a client that left early) are not ours to print
 
     info = warning = debug
 

@@ -169,7 +169,7 @@ class LiveViewSink:
             app = LiveApp(opts, port, self._model, self._assets, self._bridge, self._guard, self._web)
             # No access log (one line per request is noise on a device); bad requests log one line each.
             runner = web.AppRunner(app.build(), access_log=None, handle_signals=False, shutdown_timeout=2.0,
-                                   logger=OneLineLog(opts.token), keepalive_timeout=opts.header_timeout_s)
+                                   logger=OneLineLog(opts.token), keepalive_timeout=opts.header_timeout_s + 5)
             await runner.setup()
             wrap_request_factory(runner.server)
             self._handler_factory = runner.server

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from live_helpers import COLOURS, running_pipeline
 
-from edge.server import LiveViewSink, ServeOptions
+from edge.serve import LiveViewSink, ServeOptions
 
 pytestmark = pytest.mark.browser
 
+TOKEN = "browser-test-token-0123456789"
 CHROMIUM_FLAGS = [
     "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
     "--disable-gpu",
@@ -27,7 +28,7 @@ CHROMIUM_FLAGS = [
 
 def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
+    if path is None:  # pragma: no cover
         pytest.skip("Chromium is not installed (scripts/test.sh installs Debian's chromium as root)")
     return path
 
@@ -41,7 +42,7 @@ def png_to_bgr(png: bytes) -> np.ndarray:
 def test_live_view_in_a_real_browser(colour_info, colour_video, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (dev extra)")
     executable = chromium_path()
-    sink = LiveViewSink(ServeOptions(port=0, token="browser-test", stream_fps=10), colour_info)
+    sink = LiveViewSink(ServeOptions(port=0, token=TOKEN, stream_fps=10), colour_info)
     with running_pipeline(colour_info, colour_video, [sink]), sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"),  # a fresh profile
@@ -52,7 +53,15 @@ def test_live_view_in_a_real_browser(colour_info, colour_video, tmp_path: Path) 
         )
         try:
             page = context.pages[0] if context.pages else context.new_page()
-            page.goto(f"http://127.0.0.1:{sink.port}/?token=browser-test", timeout=20_000)
+            page.goto(f"http://127.0.0.1:{sink.port}/?token={TOKEN}", timeout=20_000)
+
+            # The token became an HttpOnly, SameSite=Strict cookie; the address bar and the page lost it.
+            assert page.url == f"http://127.0.0.1:{sink.port}/"
+            cookies = {c["name"]: c for c in context.cookies()}
+            cookie = cookies[f"tledge_token_{sink.port}"]
+            assert cookie["value"] == TOKEN and cookie["httpOnly"] and cookie["sameSite"] == "Strict" and not cookie["secure"]
+            assert page.evaluate("document.cookie") == ""  # scripts cannot read it
+            assert TOKEN not in page.content()
 
             # The model's name and labels, from /api/model.
             page.wait_for_function("document.getElementById('labels').children.length === 3", timeout=15_000)
@@ -89,6 +98,10 @@ def test_live_view_in_a_real_browser(colour_info, colour_video, tmp_path: Path) 
                 shot = png_to_bgr(page.locator("#stream").screenshot())
                 dominant = ("blue", "green", "red")[int(np.argmax(np.median(shot.reshape(-1, 3), axis=0)))]
             assert label == dominant
+
+            # The cookie also opens the API to the page's own scripts.
+            assert page.evaluate("fetch('api/model').then(r => r.status)") == 200  # the cookie opens the API too
+            assert TOKEN not in page.content()
 
             screenshot = tmp_path / "live_view.png"
             page.screenshot(path=str(screenshot))
