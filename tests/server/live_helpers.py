@@ -107,22 +107,6 @@ def running_pipeline(info: ModelInfo, video: Path, sinks: list, **options) -> It
         raise errors[0]
 
 
-class TimedSink:
-    """Wraps a sink and records how long each `emit` took (ms): the cost to the inference loop."""
-
-    def __init__(self, sink) -> None:  # noqa: ANN001 - any Sink
-        self.sink = sink
-        self.emit_ms: list[float] = []
-
-    def emit(self, frame_rgb: np.ndarray, result) -> None:  # noqa: ANN001 - FrameResult
-        start = time.perf_counter()
-        self.sink.emit(frame_rgb, result)
-        self.emit_ms.append((time.perf_counter() - start) * 1000.0)
-
-    def close(self) -> None:
-        self.sink.close()
-
-
 class MjpegViewer(threading.Thread):
     """A well-behaved viewer of /stream.mjpg: reads every part, keeps arrival times and the last JPEG."""
 
