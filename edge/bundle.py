@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import struct
 import zipfile
 import zlib
@@ -74,13 +75,46 @@ def read_labels(path: str | os.PathLike[str]) -> tuple[str, ...]:
     return parse_labels(text, str(path))
 
 
+#: An index-prefixed label line, as Teachable Machine ("0 cat") and pycoral ("0:cat",
+#: "0  cat") write them: the index, then spaces and/or one colon, then the name.
+_INDEXED_LINE = re.compile(r"^\s*(\d+)(?:\s*:\s*|\s+)(\S.*?)\s*$")
+
+
 def parse_labels(text: str, where: str) -> tuple[str, ...]:
-    lines = text.replace("\r\n", "\n").split("\n")
+    """Labels from a labels file's text, one per line, in output order.
+
+    Plain files (Google's, tledge's) give each line as the name. When every non-blank line
+    starts with an index ("0 cat", "0:cat"), the names are what follows the index, at the
+    positions the indices give; a name that merely contains spaces ("t shirt") is kept
+    whole. Trailing blank lines are dropped.
+    """
+    lines = [line.rstrip("\r") for line in text.replace("\r\n", "\n").split("\n")]
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
         raise ModelError(f"The labels file {where} is empty; it needs one label per line")
-    return tuple(line.rstrip("\r") for line in lines)
+    indexed = _indexed_labels(lines, where)
+    return indexed if indexed is not None else tuple(lines)
+
+
+def _indexed_labels(lines: list[str], where: str) -> tuple[str, ...] | None:
+    """The names of an index-prefixed file, or None when not every line has an index."""
+    matches = [_INDEXED_LINE.match(line) for line in lines if line.strip()]
+    if not all(matches):
+        return None
+    by_index: dict[int, str] = {}
+    for match in matches:
+        index, name = int(match.group(1)), match.group(2)
+        if index in by_index:
+            raise ModelError(f"The labels file {where} gives index {index} twice; each index needs exactly one name")
+        by_index[index] = name
+    missing = [i for i in range(max(by_index) + 1) if i not in by_index]
+    if missing:
+        raise ModelError(
+            f"The labels file {where} has no name for index {', '.join(map(str, missing[:5]))}"
+            f"{' ...' if len(missing) > 5 else ''}; give every output index 0..{max(by_index)} a line"
+        )
+    return tuple(by_index[i] for i in range(len(by_index)))
 
 
 #: Largest embedded file read (bytes). Labels and tledge.json are kilobytes; a bigger

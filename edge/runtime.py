@@ -91,8 +91,8 @@ def _check_delegate_library(delegate: str) -> None:
 
 def pipeline_threads() -> int:
     """Interpreter threads inside a camera pipeline: all cores but one (the capture thread
-    decodes and resizes on it), at least 1, at most 4. Measured on 2 cores: the int8
-    model ran 117 fps with 1 interpreter thread vs 88 fps with 2 (BENCHMARKS.md, section 4)."""
+    decodes and resizes on it), at least 1, at most 4. Why cores - 1: BENCHMARKS.md,
+    section 4 (1 vs 2 interpreter threads on a 2-core machine)."""
     return max(1, min(4, (os.cpu_count() or 1) - 1))
 
 

@@ -228,7 +228,7 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         i8, f32 = p50("int8", "interpreter", t), p50("float32", "interpreter", t)
         if i8 is None or f32 is None:
             continue
-        checks.append(i8 <= f32 * 1.02)  # within 2 %: the noise between rounds here
+        checks.append(i8 <= f32 * 1.02)  # a 2 % tolerance for round-to-round noise
         details.append(f"{t} thread(s): int8 {i8:.2f} ms vs float32 {f32:.2f} ms (x{f32 / i8:.2f} speed-up)")
         n8, nf = p50("int8", "interpreter-no-xnnpack", t), p50("float32", "interpreter-no-xnnpack", t)
         if n8 is not None and nf is not None:

@@ -14,9 +14,7 @@ Three rates per model and thread count, interleaved round by round on the same v
   get_tensor -> argmax;
 - ``tledge``: the real `tledge run MODEL --source VIDEO --display off --json` in a child
   process; its JSON lines are read from the pipe as a consumer would;
-- ``pipeline``: the same `edge.pipeline.Pipeline` in this process (no JSON, no pipe);
-- ``prep_in_capture``: an experiment: that pipeline with the resize moved from the
-  inference thread into the capture thread, to measure what it is worth.
+- ``pipeline``: the same `edge.pipeline.Pipeline` in this process (no JSON, no pipe).
 
 Loop rates are steady-state: (frames - 1) / (time of the last result - time of the
 first), so model loading and the first (slow) invoke count for none of them. tledge's
@@ -182,41 +180,6 @@ def tledge_rate(model: bc.ModelRef, threads: int, video: Path) -> dict[str, Any]
     }
 
 
-class _PreprocessingSource:
-    """Experiment: a source wrapper that preprocesses in the capture thread, so the
-    inference thread only invokes (not what tledge does today)."""
-
-    def __init__(self, source: Any, classifier: Any) -> None:
-        self.source, self.classifier = source, classifier
-        self.name, self.is_live, self.fps = source.name, source.is_live, source.fps
-
-    def open(self) -> None:
-        self.source.open()
-
-    def read(self) -> Any:
-        frame_rgb = self.source.read()
-        return None if frame_rgb is None else self.classifier.preprocess(frame_rgb)[0]
-
-    def close(self) -> None:
-        self.source.close()
-
-
-class _Prepared:
-    """The classifier for `_PreprocessingSource`: frames arrive as input tensors."""
-
-    def __init__(self, classifier: Any) -> None:
-        self.classifier = classifier
-
-    def preprocess(self, tensor: Any) -> Any:
-        return tensor[None]
-
-    def invoke(self, tensor: Any) -> Any:
-        return self.classifier.invoke(tensor)
-
-    def postprocess(self, scores: Any, top_k: int = 5) -> Any:
-        return self.classifier.postprocess(scores, top_k)
-
-
 class _StampSink:
     def __init__(self) -> None:
         self.stamps: list[float] = []
@@ -228,20 +191,16 @@ class _StampSink:
         pass
 
 
-def inprocess_rate(model: bc.ModelRef, threads: int, video: Path, prep_in_capture: bool) -> dict[str, float]:
-    """edge.pipeline.Pipeline in this process, as `tledge run` builds it, or with the
-    preprocessing moved into the capture thread (`prep_in_capture`)."""
+def inprocess_rate(model: bc.ModelRef, threads: int, video: Path) -> dict[str, float]:
+    """edge.pipeline.Pipeline in this process, as `tledge run` builds it."""
     from edge.pipeline import Pipeline, PipelineOptions
     from edge.sources import open_source
 
     _, clf = _interpreter(model, threads)
     source: Any = open_source(str(video), model_size=clf.input_size)
-    runner: Any = clf
-    if prep_in_capture:
-        source, runner = _PreprocessingSource(source, clf), _Prepared(clf)
     sink = _StampSink()
     cpu_start = _cpu_s()
-    Pipeline(runner, source, [sink], PipelineOptions(top_k=3)).run()
+    Pipeline(clf, source, [sink], PipelineOptions(top_k=3)).run()
     cpu_ms = 1000 * (_cpu_s() - cpu_start) / len(sink.stamps)
     return {"fps": (len(sink.stamps) - 1) / (sink.stamps[-1] - sink.stamps[0]), "cpu_ms_per_frame": cpu_ms}
 
@@ -252,13 +211,12 @@ def benchmark(models: list[bc.ModelRef], thread_counts: list[int], video: Path, 
         for model in models:
             for threads in thread_counts:
                 bc.log(f"round {r + 1}/{rounds}: {model.name}, {threads} thread(s)")
-                slot = runs.setdefault((model.name, threads), {"raw": [], "naive": [], "tledge": [], "pipeline": [], "prep_in_capture": [], "costs": []})
+                slot = runs.setdefault((model.name, threads), {"raw": [], "naive": [], "tledge": [], "pipeline": [], "costs": []})
                 slot["costs"].append(source_costs(model, video))
                 slot["raw"].append(raw_rate(model, threads, raw_runs))
                 slot["naive"].append(naive_rate(model, threads, video))
                 slot["tledge"].append(tledge_rate(model, threads, video))
-                slot["pipeline"].append(inprocess_rate(model, threads, video, prep_in_capture=False))
-                slot["prep_in_capture"].append(inprocess_rate(model, threads, video, prep_in_capture=True))
+                slot["pipeline"].append(inprocess_rate(model, threads, video))
     rows = []
     by_name = {m.name: m for m in models}
     for (name, threads), slot in runs.items():
@@ -272,10 +230,8 @@ def benchmark(models: list[bc.ModelRef], thread_counts: list[int], video: Path, 
             "tledge_stats_fps": bc.median([x["stats_fps"] for x in slot["tledge"]]),
             "naive_cpu_ms_per_frame": round(bc.median([x["cpu_ms_per_frame"] for x in slot["naive"]]), 2),
             "pipeline_cpu_ms_per_frame": round(bc.median([x["cpu_ms_per_frame"] for x in slot["pipeline"]]), 2),
-            "prep_in_capture_cpu_ms_per_frame": round(bc.median([x["cpu_ms_per_frame"] for x in slot["prep_in_capture"]]), 2),
             "tledge_frame_latency_ms": round(bc.median([x["frame_latency_ms"] for x in slot["tledge"]]), 3),
             "pipeline_inprocess_fps": round(bc.median([x["fps"] for x in slot["pipeline"]]), 2),
-            "prep_in_capture_fps": round(bc.median([x["fps"] for x in slot["prep_in_capture"]]), 2),
             "tledge_vs_raw": round(tledge / raw, 3), "tledge_vs_naive": round(tledge / naive, 3),
             "frames": slot["tledge"][0]["frames"], "tledge_command": slot["tledge"][0]["command"],
             "decode_ms": round(bc.median([x["decode_ms"] for x in slot["costs"]]), 3),

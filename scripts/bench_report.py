@@ -1,20 +1,35 @@
-"""BENCHMARKS.md from the benchmark scripts' JSON (used by scripts/benchmarks.py).
+"""BENCHMARKS.md from the committed result files (used by scripts/benchmarks.py).
 
-Each section sits between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`. A section
-whose JSON is missing keeps its old text, so a section someone wrote by hand, or the
-figures of a script that is not run this time, survive a regeneration.
+Three inputs, each with one job:
+
+- scripts/results/<script>.json: the measurements of the run each section cites
+  (committed, so every figure can be re-derived). Generated text says only what these
+  files show.
+- scripts/results/goals.json: the goals, stated before measuring, each with the date it
+  was stated and any earlier wording with the date it changed.
+- scripts/results/notes/<section>.md: hand-written, dated explanations. Each names the
+  run it explains (result file and its `date_utc`); it is included verbatim, and flagged
+  as stale when the section now cites another run.
+
+Each section sits between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`; its note
+follows between `<!-- note:NAME -->` markers. A section without a result file keeps its
+old text, marked as not re-derivable.
 """
 
 from __future__ import annotations
 
 import json
-
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import bench_common as bc
+
+RESULTS = bc.ROOT / "scripts" / "results"
+NOTES = RESULTS / "notes"
+GOALS_JSON = RESULTS / "goals.json"
 
 TITLES = {
     "train": "1. Training: tledge vs the original Keras recipe",
@@ -24,45 +39,20 @@ TITLES = {
     "startup": "5. Start-up time and peak memory",
     "soak": "6. Soak: memory and descriptors over a long run",
 }
-
-#: Why a goal is missed, from what was measured and tried (shown only when NOT MET;
-#: a script's own "explanation" in its JSON takes precedence).
-EXPLANATIONS: dict[str, str] = {
-    "tledge run >= 95% of the raw invoke rate": (
-        "Compare the thread counts. With 1 interpreter thread the capture thread decodes on the other core while "
-        "the model runs, and tledge comes closest to the raw rate; it is still short for the int8 model, whose "
-        "invoke is only about 3.4 ms, so the centre crop + INTER_AREA resize the model was trained with (about "
-        "1 ms a frame, on the inference thread), the smoothing/top-k and the JSON line weigh relatively more. With "
-        "2 interpreter threads the raw invoke gets faster but tledge does not: decoding needs a core too, and on "
-        "2 cores it preempts an interpreter worker, which stalls every layer; tledge with 2 threads is slower than "
-        "tledge with 1. Other engineers' processes on this VM add the same kind of contention (load average above; "
-        "every round is in scripts/out/bench_pipeline.json). Tried: 1 and 2 interpreter threads; the same "
-        "`edge.pipeline.Pipeline` in-process without the CLI's JSON pipe (about the same rate, so the JSON output "
-        "is not the cost); the resize moved into the capture thread (last column: no steady gain); OpenCV limited "
-        "to 1 thread (by hand: no change). Adopted in edge/ from these runs: `tledge run` now defaults to cores - 1 "
-        "interpreter threads (1 here, the fastest tledge configuration for both models; the 2-thread rows show what "
-        "the old default cost) and prepares each frame (crop, resize) in the capture thread. What is left for the "
-        "int8 model is Python's per-frame work (smoothing, top-k, the result object, the JSON line) next to a 3.4 ms invoke."
-    ),
-    "tledge run faster than the naive loop": (
-        "Met with 1 interpreter thread (the rounds column), where decoding overlaps with inference on the other "
-        "core; not with 2, where the naive loop, which has no second thread to compete with its interpreter and "
-        "does less per frame (an INTER_LINEAR stretch, about 0.1 ms, where tledge crops and uses INTER_AREA, "
-        "about 1 ms, to match training; no history; no output), wins. See the explanation above for what was "
-        "tried; `tledge run`'s default is now cores - 1 interpreter threads, the configuration where it is ahead."
-    ),
-    "< 1 s from process start to the first result": (
-        "Start-up is mostly imports (table above): the CLI (`trainer.cli` pulls Typer, which imports pydantic, "
-        "rich, OpenCV and numpy) before the model is even read; the process CPU time column shows the cost "
-        "without other processes' load."
-    ),
-    "< 150 MB peak RSS": "Peak RSS is the interpreter plus OpenCV, numpy, Pillow and the CLI's imports; see the minimal LiteRT script for the floor.",
-    "int8 no slower than float32 (LiteRT Interpreter, p50)": (
-        "Compare the XNNPACK on/off rows: without XNNPACK the int8 kernels are TFLite's builtin ones; the thread "
-        "rows show whether contention, not the kernels, is at fault."
-    ),
+#: The result file each section cites (scripts/results/<name>.json).
+RESULT_NAMES = {
+    "train": "bench_train",
+    "export": "bench_export",
+    "inference": "bench_inference",
+    "pipeline": "bench_pipeline",
+    "startup": "bench_startup",
+    "soak": "soak",
 }
 
+
+def result_file(json_name: str) -> str:
+    """A result file's path as BENCHMARKS.md cites it (relative to the repo root)."""
+    return f"scripts/results/{json_name}.json"
 
 # -- small markdown helpers -----------------------------------------------------------
 def table(header: list[str], rows: list[list[Any]]) -> str:
@@ -83,14 +73,9 @@ def status(met: bool | None, met_in: str | None = None) -> str:
 
 
 def goal_lines(goals: list[dict[str, Any]]) -> str:
-    out = []
-    for g in goals:
-        out.append(f"- {status(g.get('met'), g.get('met_in'))}: {g['goal']}. {g.get('detail', '')}".rstrip())
-        if g.get("met") is False:
-            why = g.get("explanation") or EXPLANATIONS.get(g["goal"])
-            if why:
-                out.append(f"  - Why, and what was tried: {why}")
-    return "\n".join(out)
+    """One line per goal: its status and what was measured. Explanations are not generated:
+    they are hand-written notes (see `Note`), so a figure's "why" never outlives its run."""
+    return "\n".join(f"- {status(g.get('met'), g.get('met_in'))}: {g['goal']}. {g.get('detail', '')}".rstrip() for g in goals)
 
 
 def _header(data: dict[str, Any], run: dict[str, Any] | None) -> str:
@@ -213,10 +198,9 @@ def render_pipeline(d: dict[str, Any]) -> str:
         [[r["model"], r["mode"], r["threads"], r["raw_invoke_fps"], r["naive_fps"], r["tledge_fps"], r["tledge_stats_fps"], *ratios(r)] for r in rows],
     )
     extra = table(
-        ["model", "threads", "decode ms/frame", "tledge preprocess ms/frame", "naive resize ms/frame", "invoke p50 ms", "tledge's per-frame latency ms", "naive loop fps (CPU ms/frame)", "Pipeline in-process fps (CPU ms/frame)", "same, preprocess in capture thread fps (CPU ms/frame)"],
+        ["model", "threads", "decode ms/frame", "tledge preprocess ms/frame", "naive resize ms/frame", "invoke p50 ms", "tledge's per-frame latency ms", "naive loop fps (CPU ms/frame)", "Pipeline in-process fps (CPU ms/frame)"],
         [[r["model"], r["threads"], r.get("decode_ms"), r.get("preprocess_ms"), r.get("naive_resize_ms"), r["raw_invoke_p50_ms"], r.get("tledge_frame_latency_ms"),
-          f"{r['naive_fps']:.1f} ({r.get('naive_cpu_ms_per_frame', 0):.1f})", f"{r.get('pipeline_inprocess_fps', 0):.1f} ({r.get('pipeline_cpu_ms_per_frame', 0):.1f})",
-          f"{r.get('prep_in_capture_fps', 0):.1f} ({r.get('prep_in_capture_cpu_ms_per_frame', 0):.1f})"] for r in rows],
+          f"{r['naive_fps']:.1f} ({r.get('naive_cpu_ms_per_frame', 0):.1f})", f"{r.get('pipeline_inprocess_fps', 0):.1f} ({r.get('pipeline_cpu_ms_per_frame', 0):.1f})"] for r in rows],
     )
     cmds = "\n".join(f"- `{r['tledge_command']}`" for r in rows[:2])
     return (
@@ -226,8 +210,8 @@ def render_pipeline(d: dict[str, Any]) -> str:
         f"the raw rate is invokes per second of the model alone on a prepared input.\n\n{body}\n\n"
         f"Where the time goes (decode = cv2.VideoCapture.read; tledge's preprocess = centre crop + INTER_AREA resize, the training policy; "
         f"the naive loop's resize = stretch with INTER_LINEAR; each on one core; "
-        f"tledge's per-frame latency = preprocess + invoke + postprocess as its JSON lines report it), and the same "
-        f"`edge.pipeline.Pipeline` run in-process, as tledge builds it and with the resize moved to the capture thread (an experiment):\n\n{extra}\n\n"
+        f"tledge's per-frame latency = the latency its JSON lines report), and the same "
+        f"`edge.pipeline.Pipeline` run in this process as `tledge run` builds it (no CLI, no JSON pipe):\n\n{extra}\n\n"
         f"tledge was run as:\n{cmds}"
     )
 
@@ -315,17 +299,16 @@ def render_generic(d: dict[str, Any]) -> str:
 
 
 #: A second training comparison at more epochs (`bench_train.py --epochs 10 --output bench_train_more_epochs`).
-MORE_EPOCHS_JSON = Path(__file__).resolve().parent / "out" / "bench_train_more_epochs.json"
+MORE_EPOCHS = "bench_train_more_epochs"
 
 
-def _more_epochs() -> str:
-    if not MORE_EPOCHS_JSON.is_file():
+def _more_epochs(d: dict[str, Any] | None) -> str:
+    if not d:
         return ""
-    d = json.loads(MORE_EPOCHS_JSON.read_text())
     s = d.get("summary", {})
     return (
-        f"\n\nThe same comparison at more epochs (`{d.get('command')}`, {d.get('date_utc')}): the recipe pays the "
-        f"backbone every epoch, tledge once, so the ratio grows with epochs.\n\n{d.get('markdown', '')}\n\n"
+        f"\n\nThe same comparison at another epoch count (`{d.get('command')}`, {d.get('date_utc')}; "
+        f"result file `{result_file(MORE_EPOCHS)}`):\n\n{d.get('markdown', '')}\n\n"
         f"Cold-cache tledge vs recipe: {s.get('speedup_cold')}x by wall time, {s.get('cpu_ratio_cold')}x by CPU seconds; "
         f"warm cache {s.get('speedup_warm')}x. 10x goal at these epochs: "
         f"{'MET' if s.get('goal_10x_equal_or_better_accuracy') else 'NOT MET'}."
@@ -333,12 +316,8 @@ def _more_epochs() -> str:
 
 
 def render_train(d: dict[str, Any]) -> str:
-    """bench_train.py writes its own Markdown; the issue's reference figure is added."""
-    body = render_generic(d) + _more_epochs()
-    return body + (
-        "\n\nReference from the issue, measured before any tledge code: the original recipe took 431.7 s for "
-        "3 epochs on clothing-small at 224 px and reached 80.9% validation accuracy."
-    )
+    """bench_train.py writes its own Markdown table; a second run at more epochs is added when cited."""
+    return render_generic(d) + _more_epochs(d.get("_more_epochs"))
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -376,7 +355,86 @@ def render_section(name: str, data: dict[str, Any], run: dict[str, Any] | None) 
     body = RENDERERS.get(name, render_generic)(data)
     goals = section_goals(name, data)
     goals_md = f"\n\nGoals:\n\n{goal_lines(goals)}" if goals else ""
-    return f"## {TITLES[name]}\n\n{_header(data, run)}\n\n{body}{goals_md}\n"
+    cited = f"Result file: `{result_file(RESULT_NAMES[name])}`."
+    return f"## {TITLES[name]}\n\n{_header(data, run)}\n{cited}\n\n{body}{goals_md}\n"
+
+
+# -- hand-written notes --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Note:
+    """A hand-written explanation of one run: `scripts/results/notes/<section>.md`.
+
+    The file starts with a block of `key: value` lines between `---` lines: `written`
+    (date), `run` (the result file it explains) and `run_date_utc` (that file's date_utc).
+    """
+
+    section: str
+    path: str  # relative to the repo root
+    written: str
+    run: str
+    run_date_utc: str
+    body: str
+
+
+def parse_note(path: Path) -> Note:
+    """Read one note; a missing or incomplete header is an error naming the file."""
+    text = path.read_text()
+    match = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    fields = dict(line.split(":", 1) for line in match.group(1).splitlines() if ":" in line) if match else {}
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    missing = [k for k in ("written", "run", "run_date_utc") if not fields.get(k)]
+    shown = path.relative_to(bc.ROOT) if path.is_relative_to(bc.ROOT) else path
+    if missing:
+        raise ValueError(f"{shown}: the note's header lacks {', '.join(missing)}; start it with ---, written: DATE, run: FILE, run_date_utc: DATE, ---")
+    return Note(path.stem, str(shown), fields["written"], fields["run"], fields["run_date_utc"], text[match.end():].strip())
+
+
+def load_notes(folder: Path = NOTES) -> dict[str, Note]:
+    return {p.stem: parse_note(p) for p in sorted(folder.glob("*.md"))} if folder.is_dir() else {}
+
+
+def note_block(note: Note, cited: dict[str, Any] | None, cited_file: str) -> str:
+    """The note verbatim, under a line naming its run; flagged when that is not the cited run."""
+    lines = [f"Hand-written note (`{note.path}`, written {note.written}), explaining the run `{note.run}` of {note.run_date_utc}:", ""]
+    cited_date = (cited or {}).get("date_utc")
+    if cited is None:
+        lines += [f"> **Unchecked note**: `{cited_file}` is not committed, so the run it explains cannot be compared with the figures above.", ""]
+    elif note.run != cited_file or note.run_date_utc != cited_date:
+        lines += [f"> **Stale note**: it explains `{note.run}` of {note.run_date_utc}, but this section now cites `{cited_file}` of {cited_date}. Revisit it.", ""]
+    return "\n".join([*lines, note.body]) + "\n"
+
+
+# -- goals -----------------------------------------------------------------------------------
+def load_goals(path: Path = GOALS_JSON) -> list[dict[str, Any]]:
+    """The stated goals: [{section, goal, stated, changes: [{was, until}], remark?}]."""
+    return json.loads(path.read_text())["goals"] if path.is_file() else []
+
+
+def goals_table(stated: list[dict[str, Any]], measured: dict[str, list[dict[str, Any]]]) -> str:
+    """Every stated goal with its status; a measured goal nobody stated is listed and flagged;
+    earlier wordings of a goal stay visible with the date they changed."""
+    number = {name: title.split(".")[0] for name, title in TITLES.items()}
+    rows, seen = [], set()
+    for g in stated:
+        found = next((m for m in measured.get(g["section"], []) if m["goal"] == g["goal"]), None)
+        seen.add((g["section"], g["goal"]))
+        if found is not None:
+            state = status(found.get("met"), found.get("met_in"))
+        elif g["section"] in measured:
+            state = "NOT MEASURED (the cited run does not report it)"
+        else:
+            state = f"no committed result file (`{result_file(RESULT_NAMES[g['section']])}`)"
+        rows.append([number[g["section"]], g["goal"], g["stated"] + (f"; {g['remark']}" if g.get("remark") else ""), state])
+    for section, goals in measured.items():
+        for m in goals:
+            if (section, m["goal"]) not in seen:
+                rows.append([number[section], m["goal"], "**not stated in scripts/results/goals.json**", status(m.get("met"), m.get("met_in"))])
+    out = [table(["#", "goal", "stated", "status"], rows) if rows else "No goal stated yet."]
+    changes = [f"- {number[g['section']]}: until {c['until']} the goal read \"{c['was']}\"; since then \"{g['goal']}\"."
+               for g in stated for c in g.get("changes", [])]
+    if changes:
+        out.append("Changed goals (the old wording stays visible):\n\n" + "\n".join(changes))
+    return "\n\n".join(out)
 
 
 def _old_sections(old: str) -> dict[str, str]:
@@ -384,6 +442,18 @@ def _old_sections(old: str) -> dict[str, str]:
     for match in re.finditer(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->", old, re.S):
         found[match.group(1)] = match.group(2)
     return found
+
+
+NO_RESULT_FILE = "> **No result file**:"
+NOT_MEASURED = "Not measured yet:"
+
+
+def _kept(name: str, text: str) -> str:
+    """An old section kept without its result file, marked so (once)."""
+    lines = [line for line in text.strip("\n").splitlines() if not line.startswith(NO_RESULT_FILE)]
+    mark = (f"{NO_RESULT_FILE} `{result_file(RESULT_NAMES[name])}` is not committed, so the figures below cannot be "
+            f"re-derived; rerun `scripts/benchmarks.py --only {name}` to replace them.")
+    return "\n".join([*lines[:1], "", mark, *lines[1:]]).replace("\n\n\n", "\n\n") + "\n"
 
 
 def _peak_line(m: dict[str, Any]) -> str:
@@ -400,15 +470,16 @@ def _peak_line(m: dict[str, Any]) -> str:
     )
 
 
-def _machine(m: dict[str, Any]) -> str:
+def _machine(m: dict[str, Any], source: str) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items())
     mhz = m.get("cpu_mhz", 0.0)
     return "\n".join([
+        f"- Recorded in: {source}",
         f"- CPU: {m.get('cpu')} ({m.get('cores')} cores at {mhz:.0f} MHz as /proc/cpuinfo reports; SIMD: {' '.join(m.get('simd', []))})",
         _peak_line(m),
         f"- RAM: {m.get('ram_gib')} GiB; {m.get('os')}; Python {m.get('python')}",
         f"- Packages: {packages}",
-        "- Shared with other engineers' test runs: each section gives the load average when it started.",
+        "- Each section gives the load average when it started.",
     ])
 
 
@@ -418,47 +489,73 @@ def _provenance(runs: dict[str, Any], invocation: str, date: str) -> list[str]:
         [TITLES[name].split(".")[0], f"`{run['command']}`", f"`{run['run_by']}`" if run.get("run_by") else "", run.get("finished_utc", "?"), run.get("wall_s"), run.get("rc")]
         for name in TITLES if isinstance(run := runs.get(name), dict)
     ]
-    lines = [f"Written {date} by `{invocation}` from the scripts' JSON in scripts/out/. The runs behind the figures:", ""]
+    lines = [f"Written {date} by `{invocation}` from the result files in scripts/results/ (committed; each section cites its own).", ""]
     if rows:
-        lines += [table(["#", "script", "run by", "finished (UTC)", "wall s", "exit"], rows), ""]
+        lines += ["The runs behind the figures:", "", table(["#", "script", "run by", "finished (UTC)", "wall s", "exit"], rows), ""]
     return lines
 
 
-def render(results: dict[str, Any], runs: dict[str, Any], old: str, invocation: str, machine: dict[str, Any]) -> str:
+KEPT_MACHINE = "- Recorded in: no committed result file;"
+
+
+def machine_section(results: dict[str, Any], current: dict[str, Any], old: str) -> str:
+    """The machine a cited result file recorded. When none does, the old section's text (the
+    machine of the kept figures), marked; failing that the machine rendering this file, said so."""
+    for name in TITLES:
+        data = results.get(name)
+        if isinstance(data, dict) and isinstance(data.get("machine"), dict) and data["machine"].get("cpu"):
+            return _machine(data["machine"], f"`{result_file(RESULT_NAMES[name])}`")
+    match = re.search(r"\n## Machine\n\n(.*?)\n\n## ", old, re.S)
+    if match:
+        kept = [line for line in match.group(1).splitlines() if not line.startswith(KEPT_MACHINE)]
+        return "\n".join([f"{KEPT_MACHINE} kept from the previous BENCHMARKS.md (the machine of the kept figures)", *kept])
+    return _machine(current, "no cited result file records its machine; this is the machine that rendered this file")
+
+
+def render(results: dict[str, Any], runs: dict[str, Any], old: str, invocation: str, machine: dict[str, Any],
+           notes: dict[str, Note] | None = None, stated_goals: list[dict[str, Any]] | None = None) -> str:
     """The whole BENCHMARKS.md."""
     old_sections = _old_sections(old)
-    summary, blocks = [], []
+    notes = notes or {}
+    measured: dict[str, list[dict[str, Any]]] = {}
+    blocks = []
     for name in TITLES:
         data = results.get(name)
         if isinstance(data, list):  # a script that writes a list of rows
             data = {"rows": data}
         if isinstance(data, dict):
             text = render_section(name, data, runs.get(name))
-            for g in section_goals(name, data):
-                summary.append([TITLES[name].split(":")[0].split(" ", 1)[0].rstrip("."), g["goal"], status(g.get("met"), g.get("met_in"))])
-        elif name in old_sections:
-            text = old_sections[name].strip("\n") + "\n"
+            measured[name] = section_goals(name, data)
+        elif name in old_sections and NOT_MEASURED not in old_sections[name]:
+            text = _kept(name, old_sections[name])
         else:
-            text = f"## {TITLES[name]}\n\nNot measured yet: its script has not written scripts/out/ JSON on this machine.\n"
-        blocks.append(f"<!-- bench:{name} -->\n{text}<!-- /bench:{name} -->")
+            text = f"## {TITLES[name]}\n\n{NOT_MEASURED} no result file `{result_file(RESULT_NAMES[name])}`.\n"
+        block = f"<!-- bench:{name} -->\n{text}<!-- /bench:{name} -->"
+        if name in notes:
+            cited = data if isinstance(data, dict) else None
+            block += f"\n\n<!-- note:{name} -->\n{note_block(notes[name], cited, result_file(RESULT_NAMES[name]))}<!-- /note:{name} -->"
+        blocks.append(block)
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     head = [
         "# Benchmarks",
         "",
-        "<!-- Generated by scripts/benchmarks.py from scripts/out/*.json; a section without JSON keeps its text. -->",
+        "<!-- Generated by scripts/benchmarks.py from scripts/results/ (result files, goals.json, notes/*.md); "
+        "edit the notes and goals there, not here. A section without a result file keeps its text. -->",
         "",
         *_provenance(runs, invocation, date),
-        "Each section names the exact command that produced it. The machine is shared and noisy, so",
-        "every figure is a median over interleaved repetitions and every comparison is a ratio",
-        "measured side by side in the same run.",
+        "Each section names the exact command that produced it and the result file it cites. Generated text",
+        "states only what the result files show; explanations are the hand-written, dated notes under",
+        "scripts/results/notes/, each naming the run it explains.",
         "",
         "## Machine",
         "",
-        _machine(machine),
+        machine_section(results, machine, old),
         "",
         "## Goals",
         "",
-        table(["#", "goal", "status"], summary) if summary else "No goal measured yet.",
+        "Stated in scripts/results/goals.json before measuring; a changed goal keeps its old wording below.",
+        "",
+        goals_table(stated_goals or [], measured),
         "",
     ]
     text = "\n".join(head) + "\n" + "\n\n".join(blocks) + "\n"

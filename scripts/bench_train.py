@@ -191,20 +191,6 @@ def write_output(rows: list[dict], command: str, date_utc: str | None = None, na
                   f"{summary.get('cpu_ratio_warm', 'n/a')}x warm; val {_pct(summary['tledge_cold_val_acc'])} "
                   f"vs {_pct(summary['recipe_val_acc'])}, test {_pct(summary['tledge_cold_test_acc'])} vs {_pct(summary['recipe_test_acc'])}")
         goal = {"goal": ">= 10x faster than the original recipe at equal or better accuracy", "met": summary["goal_10x_equal_or_better_accuracy"], "detail": detail}
-        if not goal["met"]:
-            goal["explanation"] = (
-                f"met for every run after the first on the same data (warm feature cache: {summary['speedup_warm']}x by wall time, "
-                f"{summary.get('cpu_ratio_warm', 'n/a')}x by CPU seconds, hyper-parameter changes included), not for the very first run. "
-                "A first run must still decode every image and pass it through the backbone once (the recipe does it once per epoch), "
-                "convert the backbone to .tflite once per machine, and import TensorFlow; on this shared 2-core machine the wall times "
-                f"also measure each process's share of the CPUs (load average {rows[0].get('load_avg_1m')}), so the CPU-second ratio "
-                f"({summary.get('cpu_ratio_cold', 'n/a')}x) is the steadier comparison. Tried: interpreter batch 1/4/8/16/32 (4 fastest), "
-                "1 vs 2 threads, decoding overlapped in a thread pool, augmented views off by default (2 views made the cold pass "
-                "2.6x longer for no validation gain). What limits it: one backbone pass per image is the floor of a first run "
-                f"({summary.get('images_total', 3781)} images x ~300 M multiply-adds at 224 px = ~1.1 T; at the measured fp32 peak of "
-                "both cores, ~117 GMAC/s, that alone is >= 9.7 s, and XNNPACK reaches about half of peak), while the recipe's cost "
-                f"grows with its epochs ({summary.get('recipe_epochs', '?')} here): the ratio of a first run grows with the epochs compared (second table)"
-            )
         goals.append(goal)
     data = {
         "command": command,

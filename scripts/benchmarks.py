@@ -4,7 +4,7 @@
     scripts/benchmarks.py                           # all of them, full size (about an hour here)
     scripts/benchmarks.py --quick --subset 300      # smoke figures, passed to the scripts that take them
     scripts/benchmarks.py --only inference --only startup
-    scripts/benchmarks.py --from-json               # rebuild BENCHMARKS.md from scripts/out/*.json
+    scripts/benchmarks.py --from-json               # rebuild BENCHMARKS.md from scripts/results/
 
 Sections, in running order (later ones reuse the exporter's bundles when they exist):
 
@@ -16,9 +16,15 @@ Sections, in running order (later ones reuse the exporter's bundles when they ex
     soak       scripts/soak.py             -> scripts/out/soak.json
 
 `--quick`, `--subset N` and `--model PATH` go to each script whose --help offers them.
-Each script's exact command line, exit code and wall time are kept in
-scripts/out/benchmarks_runs.json, so `--from-json` can still name them. A section with
-no JSON keeps whatever BENCHMARKS.md already holds between its markers.
+
+The scripts write scratch JSON to scripts/out/ (git-ignored). A run's JSON becomes the
+section's cited result file by being copied to scripts/results/ (committed): after each
+successful section here, and with `--from-json` for JSON newer than the cited file (a
+script run on its own). Each script's exact command line, exit code and wall time are
+kept in scripts/results/benchmarks_runs.json. A section with no result file keeps
+whatever BENCHMARKS.md already holds between its markers, marked as not re-derivable.
+Explanations are hand-written in scripts/results/notes/<section>.md and goals are
+stated in scripts/results/goals.json (see scripts/bench_report.py).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,7 +48,7 @@ import bench_common as bc  # noqa: E402
 import bench_report as report  # noqa: E402
 
 BENCHMARKS_MD = bc.ROOT / "BENCHMARKS.md"
-RUNS_JSON = bc.OUT / "benchmarks_runs.json"
+RUNS_JSON = report.RESULTS / "benchmarks_runs.json"
 #: Progress lines worth echoing: timestamps, the scripts' own notes, errors.
 PROGRESS = re.compile(r"^(\[\d\d:\d\d:\d\d\]|run:|  \[|Traceback|\w*Error|error:)")
 
@@ -52,7 +59,7 @@ class Section:
 
     name: str
     script: str  # relative to the repo root
-    json_name: str  # scripts/out/<json_name>.json
+    json_name: str  # scripts/out/<json_name>.json, cited as scripts/results/<json_name>.json
     quick_args: tuple[str, ...] = ()  # for scripts without a --quick flag
 
 
@@ -130,7 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", choices=names, help="Run only this section (repeatable); the others keep their last JSON.")
     parser.add_argument("--skip", action="append", choices=names, default=[], help="Do not run this section (repeatable).")
-    parser.add_argument("--from-json", action="store_true", help="Run nothing: rebuild BENCHMARKS.md from scripts/out/*.json.")
+    parser.add_argument("--from-json", action="store_true", help="Run nothing: take newer scripts/out/*.json into scripts/results/, rebuild BENCHMARKS.md from scripts/results/.")
     parser.add_argument("--quick", action="store_true", help="Passed to the scripts: small, fast runs (smoke figures).")
     parser.add_argument("--subset", type=int, help="Passed to the scripts that take it (training images per split).")
     parser.add_argument("--model", action="append", default=[], help="Passed to inference/pipeline/startup (repeatable).")
@@ -138,9 +145,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def cite(json_name: str) -> bool:
+    """Copy scripts/out/<json_name>.json to scripts/results/ (the cited file) when it is
+    newer than the cited one or none is cited yet; whether it was copied."""
+    fresh, cited = bc.OUT / f"{json_name}.json", report.RESULTS / f"{json_name}.json"
+    if not fresh.is_file() or _read_json(fresh) is None:
+        return False
+    if cited.is_file() and cited.stat().st_mtime >= fresh.stat().st_mtime:
+        return False
+    report.RESULTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(fresh, cited)
+    bc.log(f"cited {cited.relative_to(bc.ROOT)} (commit it with BENCHMARKS.md)")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     bc.OUT.mkdir(parents=True, exist_ok=True)
+    report.RESULTS.mkdir(parents=True, exist_ok=True)
     runs = _read_json(RUNS_JSON) or {}
     failed = []
     invocation = "scripts/benchmarks.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
@@ -155,17 +177,23 @@ def main(argv: list[str] | None = None) -> int:
             runs[section.name] = {**run_section(section, section_command(section, args)), "run_by": invocation}
             if runs[section.name]["rc"] != 0:
                 failed.append(section.name)
+            else:
+                cite(section.json_name)
             _write_atomic(RUNS_JSON, json.dumps(runs, indent=2) + "\n")
         runs["_last_run"]["finished_utc"] = _utc(time.time())
         _write_atomic(RUNS_JSON, json.dumps(runs, indent=2) + "\n")
-    results = {s.name: _read_json(bc.OUT / f"{s.json_name}.json") for s in SECTIONS}
-    for section in SECTIONS:  # JSON written by a script run outside this command
-        path = bc.OUT / f"{section.json_name}.json"
-        recorded = runs.get(section.name)
-        if path.is_file() and (not recorded or recorded.get("finished_utc", "") < _utc(path.stat().st_mtime - 5)):
-            runs[section.name] = {"command": f"{section.script} (run on its own; its flags were not recorded)", "rc": 0, "finished_utc": _utc(path.stat().st_mtime)}
+    else:
+        for section in SECTIONS:  # JSON written by a script run outside this command
+            if cite(section.json_name):
+                path = report.RESULTS / f"{section.json_name}.json"
+                runs[section.name] = {"command": f"{section.script} (run on its own; its flags were not recorded)", "rc": 0, "finished_utc": _utc(path.stat().st_mtime)}
+        cite(report.MORE_EPOCHS)
+        _write_atomic(RUNS_JSON, json.dumps(runs, indent=2) + "\n")
+    results = {s.name: _read_json(report.RESULTS / f"{s.json_name}.json") for s in SECTIONS}
+    if isinstance(results.get("train"), dict):
+        results["train"]["_more_epochs"] = _read_json(report.RESULTS / f"{report.MORE_EPOCHS}.json")
     old = args.output.read_text() if args.output.is_file() else ""
-    text = report.render(results, runs, old, invocation, bc.machine_info())
+    text = report.render(results, runs, old, invocation, bc.machine_info(), report.load_notes(), report.load_goals())
     _write_atomic(args.output, text)
     bc.log(f"wrote {args.output}")
     if failed:

@@ -238,7 +238,7 @@ def markdown(runs: list[dict[str, Any]], every: int) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
-        f"Samples every {every:,} frames ([frame, RSS MB, descriptors, threads]) are in scripts/out/soak.json.",
+        f"Samples every {every:,} frames ([frame, RSS MB, descriptors, threads]) are in the result file (scripts/results/soak.json once cited).",
     ])
 
 

@@ -80,13 +80,66 @@ def test_render_keeps_a_hand_written_section_and_lists_goals() -> None:
         {"mode": "int8", "size_bytes": 3e6, "float_test_accuracy": 0.88, "tflite_test_accuracy": 0.86, "test_top1_agreement": 0.95},
     ]
     results = {"train": None, "export": export_rows, "startup": _startup(1.4)}
+    stated = [
+        {"section": "export", "goal": "int8 within 1 point of float (test accuracy)", "stated": "2026-01-02", "changes": []},
+        {"section": "startup", "goal": "< 1 s from process start to the first result", "stated": "2026-01-02",
+         "changes": [{"was": "< 2 s from process start to the first result", "until": "2026-01-05"}]},
+        {"section": "train", "goal": ">= 10x faster", "stated": "2026-01-02", "changes": []},
+    ]
 
     machine = {"cpu": "test CPU", "cores": 2, "cpu_mhz": 2600.0, "packages": {}}
-    text = bench_report.render(results, {}, old, "scripts/benchmarks.py --from-json", machine)
+    text = bench_report.render(results, {}, old, "scripts/benchmarks.py --from-json", machine, stated_goals=stated)
 
-    assert "Written by hand: 9x." in text  # no JSON for train: its old text survives
-    assert "| 2 | int8 within 1 point of float (test accuracy) | **NOT MET** |" in text  # 2 points lost
-    assert "| 5 | < 1 s from process start to the first result | **NOT MET** |" in text
-    assert "Why, and what was tried:" in text  # a missed goal carries its explanation
+    assert "Written by hand: 9x." in text  # no result file for train: its old text survives...
+    assert "> **No result file**: `scripts/results/bench_train.json` is not committed" in text  # ...marked as such
+    assert "| 2 | int8 within 1 point of float (test accuracy) | 2026-01-02 | **NOT MET** |" in text  # 2 points lost
+    assert "| 5 | < 1 s from process start to the first result | 2026-01-02 | **NOT MET** |" in text
+    assert "| 1 | >= 10x faster | 2026-01-02 | no committed result file (`scripts/results/bench_train.json`) |" in text
+    # A goal the export section reports but nobody stated beforehand is flagged.
+    assert "| 2 | int8 top-1 agreement with the float model >= 98% (test) | **not stated in scripts/results/goals.json** | **NOT MET** |" in text
+    assert 'until 2026-01-05 the goal read "< 2 s from process start to the first result"' in text  # old goal stays visible
+    assert "Result file: `scripts/results/bench_export.json`." in text  # each section cites its file
+    assert "Why, and what was tried" not in text  # no generated explanations
     assert "x2.9 sooner to the first result" in text  # 4.0 s / 1.4 s
-    assert "Not measured yet" in text  # sections with neither JSON nor old text say so
+    assert "Not measured yet" in text  # sections with neither a result file nor old text say so
+    # Re-rendering its own output marks a kept section once, not twice.
+    again = bench_report.render(results, {}, text, "scripts/benchmarks.py --from-json", machine, stated_goals=stated)
+    assert again.count("> **No result file**") == 1
+
+
+def _note(tmp_path, run_date: str) -> bench_report.Note:
+    path = tmp_path / "startup.md"
+    path.write_text(f"---\nwritten: 2026-01-03\nrun: scripts/results/bench_startup.json\nrun_date_utc: {run_date}\n---\nSlow because of imports.\n")
+    return bench_report.parse_note(path)
+
+
+def test_a_note_is_included_verbatim_and_flagged_once_its_run_is_replaced(tmp_path) -> None:
+    machine = {"cpu": "test CPU", "cores": 2, "cpu_mhz": 2600.0, "packages": {}}
+    startup = {**_startup(1.4), "date_utc": "2026-01-03T10:00:00Z"}
+
+    current = bench_report.render({"startup": startup}, {}, "", "x", machine, notes={"startup": _note(tmp_path, "2026-01-03T10:00:00Z")})
+    assert "Slow because of imports." in current
+    assert "explaining the run `scripts/results/bench_startup.json` of 2026-01-03T10:00:00Z" in current
+    assert "Stale note" not in current and "Unchecked note" not in current
+
+    stale = bench_report.render({"startup": startup}, {}, "", "x", machine, notes={"startup": _note(tmp_path, "2026-01-01T09:00:00Z")})
+    assert "Slow because of imports." in stale
+    assert "> **Stale note**: it explains `scripts/results/bench_startup.json` of 2026-01-01T09:00:00Z, but this section now cites" in stale
+
+    missing = bench_report.render({}, {}, "", "x", machine, notes={"startup": _note(tmp_path, "2026-01-03T10:00:00Z")})
+    assert "> **Unchecked note**: `scripts/results/bench_startup.json` is not committed" in missing
+
+
+def test_a_note_without_its_run_in_the_header_is_refused(tmp_path) -> None:
+    path = tmp_path / "pipeline.md"
+    path.write_text("---\nwritten: 2026-01-03\n---\nBecause.\n")
+    with pytest.raises(ValueError, match="lacks run, run_date_utc"):
+        bench_report.parse_note(path)
+
+
+def test_committed_notes_and_goals_parse_and_name_known_sections() -> None:
+    notes = bench_report.load_notes()
+    assert set(notes) <= set(bench_report.TITLES)
+    goals = bench_report.load_goals()
+    assert goals and {g["section"] for g in goals} <= set(bench_report.TITLES)
+    assert all(g["stated"] and isinstance(g["changes"], list) for g in goals)

@@ -3,10 +3,9 @@
 The converter rounds each conv kernel to int8, one scale per output channel
 (scale = max|w| / 127). The rounding error dW is fixed once the weights are known, and
 its effect on a channel's *mean* output is dW . E[x], where E[x] is the mean input of
-each input channel. In a frozen MobileNetV2 those shifts add up over 52 convolutions:
-on clothing-small (val), rounding the weights alone (activations left in float) moved
-4.7% of the top-1 answers; with the shifts removed, 0.9%. The full int8 file went from
-95.9% to 98.0% agreement on val, 94.9% to 97.6% on test.
+each input channel. In a frozen MobileNetV2 those shifts add up over 52 convolutions
+and move top-1 answers (scripts/int8_diagnosis.py measures by how much; the export
+benchmark in BENCHMARKS.md shows the agreement of the int8 file).
 
 For every Conv2D / DepthwiseConv2D followed by a BatchNormalization this module
 computes dW exactly as the converter will, measures E[x] on the calibration images,

@@ -117,14 +117,13 @@ class HyperParams:
     epochs: int = 40  # head epochs on cached features (milliseconds each); early stopping ends sooner
     batch_size: int = 32
     learning_rate: float = 1e-3
-    # 0 by measurement on clothing-small: the best val accuracy of the sweep (89.2% vs 88.9%
-    # at 0.1, scripts/sweep_train.py), and smoothing shrinks the top-2 margins, so int8
-    # rounding flips more predictions (int8 top-1 agreement on val+test 98.3% at 0 vs
-    # 97.3% at 0.1). Users with noisy labels may still want --label-smoothing 0.1.
+    # 0 by measurement on clothing-small (scripts/sweep_train.py): the best val accuracy of
+    # the sweep, and smoothing shrinks the top-2 margins, so int8 rounding flips more
+    # predictions. Users with noisy labels may still want --label-smoothing 0.1.
     label_smoothing: float = 0.0
     # Augmented copies of each training image in the feature cache. 0 by measurement: on
     # clothing-small (full, and 10 or 40 images per class) extra views did not raise
-    # validation accuracy beyond noise, while 2 views make a cold feature pass 2.6x longer.
+    # validation accuracy beyond noise, while each view adds a backbone pass per image.
     augment_views: int = 0
     class_weights: bool = True  # balance imbalanced classes in the loss
     patience: int = 8  # early-stopping epochs without val improvement

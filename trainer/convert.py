@@ -5,9 +5,8 @@ signature (1, H, W, 3) float32 raw pixels, so the file has a static batch of 1, 
 shape every device feeds.
 
 int8 first corrects the mean shift of int8 weight rounding (`trainer.bias_correction`)
-on a copy of the model, measured on the calibration images: on clothing-small (MobileNetV2
-1.0, 224 px) it raised top-1 agreement with the float model from 95.9% to 98.0% on val
-and from 94.9% to 97.6% on test (scripts/bench_export.py).
+on a copy of the model, measured on the calibration images; it raises int8's top-1
+agreement with the float model (scripts/bench_export.py, BENCHMARKS.md section 2).
 """
 
 from __future__ import annotations

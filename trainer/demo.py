@@ -93,7 +93,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         "video_accuracy": round(correct / max(1, stats.frames), 4),
         "video_fps": round(stats.fps, 1),
         "latency_p50_ms": round(stats.latency_p50_ms, 2),
-        "run_dir": str(trained.run_dir),
+        "run_dir": str(Path(trained.run_dir).resolve()),
         "bundle": str(bundle_dir.resolve()),
         "total_wall_s": round(time.perf_counter() - start, 1),
     }
@@ -105,13 +105,27 @@ def _train(options: TrainOptions) -> Any:
     return train(options)
 
 
-def summary_lines(summary: dict[str, Any]) -> list[str]:
-    """The demo's closing lines, for people."""
+def shown_path(path: str | Path, cwd: Path | None = None) -> str:
+    """`path` as the summary prints it: relative to the current directory when it lies below
+    it (or beside it, one `..` up), so a pasted summary does not carry this machine's layout;
+    absolute otherwise. The --json summary keeps absolute paths."""
+    target = Path(path).resolve()
+    here = (cwd or Path.cwd()).resolve()
+    if target.is_relative_to(here):
+        return str(target.relative_to(here))
+    if here.parent != Path(here.anchor) and target.is_relative_to(here.parent):
+        return str(Path("..") / target.relative_to(here.parent))
+    return str(target)
+
+
+def summary_lines(summary: dict[str, Any], cwd: Path | None = None) -> list[str]:
+    """The demo's closing lines, for people; paths relative to `cwd` (the current directory)."""
 
     def pct(value: Any) -> str:
         return "n/a" if value is None else f"{100 * float(value):.1f}%"
 
-    backbone = f"ImageNet weights ({summary['weights']})"
+    weights = summary["weights"]
+    backbone = f"ImageNet weights ({shown_path(weights, cwd) if weights.endswith('.h5') else weights})"
     if summary["random_backbone"]:
         backbone = "RANDOM backbone - no ImageNet weights could be had; accuracy is not representative"
     return [
@@ -121,10 +135,10 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         f"  test accuracy   float {pct(summary['float_test_accuracy'])}   int8 {pct(summary['int8_test_accuracy'])}   top-1 agreement {pct(summary['top1_agreement'])}",
         f"  int8 model      {summary['int8_size_kb']} KB, p50 latency {summary['latency_p50_ms']} ms",
         f"  video           {summary['video_frames']} frames, {pct(summary['video_accuracy'])} correct, {summary['video_fps']} fps",
-        f"  bundle          {summary['bundle']}",
-        f"  training run    {summary['run_dir']}  ({summary['train_wall_s']} s)",
+        f"  bundle          {shown_path(summary['bundle'], cwd)}",
+        f"  training run    {shown_path(summary['run_dir'], cwd)}  ({summary['train_wall_s']} s)",
         f"  total           {summary['total_wall_s']} s",
     ]
 
 
-__all__ = ["DemoOptions", "run_demo", "summary_lines"]
+__all__ = ["DemoOptions", "run_demo", "shown_path", "summary_lines"]

@@ -35,9 +35,9 @@ def test_int8_export_of_a_real_model_passes_the_default_gate(shared, imagenet_we
     pooled = report["splits"]["all"]
     assert pooled["images"] >= 200
     assert pooled["float_accuracy"] > 0.5, "the real-weights model should be far above chance (10 classes)"
-    # Plain post-training int8 of MobileNetV2 agrees with float on ~95% of the full test
-    # set at 224 px (BENCHMARKS.md) and on 87.5% of this 160 px subset: its first depthwise
-    # layer amplifies activation rounding (QuantizationDebugger: RMSE 1.3 steps vs ~0.3).
+    # The bar is below the export benchmark's full-size goal (BENCHMARKS.md): this is a
+    # 160 px model on a small subset, and MobileNetV2's first depthwise layer amplifies
+    # activation rounding.
     assert pooled["top1_agreement"] >= 0.85
     assert report["passed"] and report["calibration_images"] == 120 and not report["warnings"]
     summary = inspect_tflite(result.model_path.read_bytes())

@@ -87,17 +87,16 @@ def test_a_damaged_tensor_shape_is_refused_before_allocation(models: dict[str, b
     15 GB for 46 s (13,107,216 rows), or 3.3 GB for 15 s while declaring only 541 MB
     (2,818,064 rows). Declared sizes and the input side are checked before allocation."""
     import struct
-    import time
 
     data = models["image"]
     shape = struct.pack("<5i", 4, 1, 16, 16, 3)  # the flatbuffer vector of the input shape
     assert data.count(shape) >= 1
     path = tmp_path / "damaged_shape.tflite"
     path.write_bytes(data.replace(shape, struct.pack("<5i", 4, 1, rows, 16, 3), 1))
-    started = time.perf_counter()
+    # The messages are those of the checks that run before allocation (declared bytes,
+    # input side), so nothing was allocated.
     with pytest.raises(ModelError, match=match):
         open_classifier(path)
-    assert time.perf_counter() - started < 5.0  # seconds; allocating took 15-46 s
 
 
 def test_a_tensor_name_that_is_not_utf8_is_a_model_error(models: dict[str, bytes], tmp_path: Path) -> None:

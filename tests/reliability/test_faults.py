@@ -179,10 +179,8 @@ class SlowSink:
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
         self.results: list[FrameResult] = []
-        self.ages: list[float] = []  # seconds between capture and this sink seeing the frame
 
     def emit(self, frame_rgb: np.ndarray, result: FrameResult) -> None:
-        self.ages.append(time.time() - result.timestamp)
         self.results.append(result)
         time.sleep(self.delay_s)
 
@@ -194,23 +192,31 @@ def test_a_slow_sink_drops_frames_instead_of_building_a_backlog(bundle: Path, ca
     classifier = Classifier(load_model_info(bundle), threads=1)
     sink = SlowSink(0.25)  # 4 frames/s against a 20 fps camera
     pipeline = Pipeline(classifier, CameraSource(camera.url), [sink], PipelineOptions(max_frames=16))
-    started = time.monotonic()
     stats = pipeline.run()
-    elapsed = time.monotonic() - started
     assert stats.frames == 16
     assert stats.dropped >= 16  # most camera frames were never classified ...
-    assert max(sink.ages[2:]) < 0.6  # ... so every frame the sink sees is fresh (s), not queued
-    assert elapsed < 16 * 0.25 + 5.0
+    # ... and none waits in a backlog: every frame read was classified, dropped, or is the
+    # one left in the slot at the end; the sink saw frames with gaps between them.
+    assert stats.captured - stats.frames - stats.dropped in (0, 1)
+    indices = [r.index for r in sink.results]
+    assert indices == sorted(indices) and indices[-1] - indices[0] > len(indices)
+    assert sum(b - a - 1 for a, b in zip(indices, indices[1:])) <= stats.dropped
 
 
 def test_stop_while_a_sink_is_slow_is_prompt(bundle: Path, camera: MjpegCamera) -> None:
     classifier = Classifier(load_model_info(bundle), threads=1)
     sink = SlowSink(0.5)
     pipeline = Pipeline(classifier, CameraSource(camera.url), [sink], PipelineOptions())
-    threading.Timer(1.2, pipeline.stop, args=("SIGTERM",)).start()
-    started = time.monotonic()
+    seen_at_stop: list[int] = []
+
+    def stop() -> None:
+        seen_at_stop.append(len(sink.results))
+        pipeline.stop("SIGTERM")
+
+    threading.Timer(1.2, stop).start()
     stats = pipeline.run()
-    assert stats.reason == "SIGTERM" and time.monotonic() - started < 1.2 + 0.5 + 2.0
+    assert stats.reason == "SIGTERM"
+    assert stats.frames <= seen_at_stop[0] + 1  # only the frame already in the sink finishes
 
 
 # -- SIGINT / SIGTERM at any point ----------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 
 import cv2
@@ -93,6 +94,30 @@ def test_a_vanished_viewer_stalls_nothing(colour_info, colour_video) -> None:
     assert steady.error is None, steady.error
     assert steady.frames_between(gone_at, gone_at + 1.5) >= 8  # ~10 fps on, undisturbed
     assert after >= 20  # the 20 fps video kept being classified
+
+
+def test_emit_never_waits_for_the_server(colour_info) -> None:
+    """The inference thread's emit only hands over the newest result: with the server's
+    event loop frozen and a viewer connected, every emit still returns."""
+    sink = LiveViewSink(ServeOptions(port=0, stream_fps=30), colour_info)
+    viewer = MjpegViewer(sink.port)
+    try:
+        viewer.start()
+        assert wait_until(lambda: sink.viewers == 1, 5)
+        frozen, thawed = threading.Event(), threading.Event()
+        sink._loop.call_soon_threadsafe(lambda: (frozen.set(), thawed.wait(30)))
+        assert frozen.wait(5), "the server loop never ran the freezing callback"
+        frame = np.zeros((120, 160, 3), np.uint8)
+        emitter = threading.Thread(target=lambda: [sink.emit(frame, FrameResult(i, 0.0, ((0, "red", 0.9),), 1.0, 10.0, 0)) for i in range(100)])
+        emitter.start()
+        emitter.join(20)  # a deadlock guard, not a speed bound
+        still_blocked = emitter.is_alive()
+        thawed.set()
+        assert not still_blocked, "emit waited for the frozen server"
+        assert sink._bridge.snapshot().result.index == 99  # the newest result is the one kept
+    finally:
+        viewer.stop()
+        sink.close()
 
 
 def test_a_stalled_viewer_is_dropped_and_stalls_nothing(colour_info, big_noisy_video) -> None:
