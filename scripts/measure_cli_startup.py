@@ -15,8 +15,8 @@ Each measurement is a fresh process, repeated `--reps` times; medians are report
 - ``import_cli_s``: wall time of `python -c "import <cli module>"` (what any command pays
   before it runs), and the heavy packages that import loads (`python -X importtime`).
 
-A variant NAME=TREE:MODULE runs `main()` of MODULE with TREE first on PYTHONPATH (the
-same as the console script of that tree). Records the CPU model and the load average.
+A variant NAME=TREE:MODULE runs `main()` of MODULE from TREE (the working directory and
+first on PYTHONPATH: the same as the console script of that tree). Records the CPU model and the load average.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ HEAVY = ("cv2", "numpy", "tensorflow", "ai_edge_litert", "PIL", "keras", "rich")
 
 def _timed(cmd: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=env.get("PYTHONPATH"))
     return time.perf_counter() - start
 
 
@@ -54,7 +54,7 @@ def _cpu_model() -> str:
 
 def _heavy_imports(module: str, env: dict[str, str]) -> list[str]:
     """Top-level heavy packages that `import module` loads (from -X importtime)."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], capture_output=True, text=True, check=True, env=env)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], capture_output=True, text=True, check=True, env=env, cwd=env.get("PYTHONPATH"))
     names = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
     return sorted(h for h in HEAVY if h in names)
 
