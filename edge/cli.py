@@ -142,15 +142,11 @@ def run(
     token: Optional[str] = typer.Option(None, "--token", envvar="TLEDGE_TOKEN", help="Access token for --serve (or set TLEDGE_TOKEN: other users can read a command line)."),
 ) -> None:
     """Classify a live camera, stream, video or image folder continuously."""
-    from edge.pipeline import (
-        Pipeline,
-        PipelineOptions,
-        ReconnectPolicy,
-        stop_on_signals,
-    )
-    from edge.runtime import pipeline_threads
+    from edge.pipeline import Pipeline, PipelineOptions, ReconnectPolicy, stop_on_signals
     from edge.sinks import CsvSink, JsonLinesSink, WindowSink, wants_window
     from edge.sources import open_source
+
+    from edge.runtime import pipeline_threads
 
     _setup_logging()
     clf = _load_classifier(model, labels, threads or pipeline_threads(), delegate)
