@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from trainer.cli import app
+from edge.cli import app
 from trainer.demo import shown_path, summary_lines
 
 

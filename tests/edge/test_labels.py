@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from edge.bundle import parse_labels, read_labels
 from edge.errors import ModelError
-from trainer.cli import app
+from edge.cli import app
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ Conversion goes through a SavedModel written with ``model.export`` and a fixed i
 signature (1, H, W, 3) float32 raw pixels, so the file has a static batch of 1, the
 shape every device feeds.
 
-int8 first corrects the mean shift of int8 weight rounding (`trainer.bias_correction`)
+int8 first corrects the mean shift of int8 weight rounding (`trainer.export.bias_correction`)
 on a copy of the model, measured on the calibration images; it raises int8's top-1
 agreement with the float model (scripts/bench_export.py, BENCHMARKS.md section 2).
 """
@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import ExportError, ImageError
+from edge.errors import ImageError
 from edge.images import load_rgb
 from edge.preprocess import ResizePolicy, resize_rgb
-from trainer.export_config import IOType, QuantizationMode
+from trainer.errors import ExportError
+from trainer.export.options import IOType, QuantizationMode
+from trainer.quiet import native_stderr_hidden
 
 Sample = tuple[str, int]  # (image path, class index)
 
@@ -125,7 +127,7 @@ def convert(
 
     tf = require_tensorflow("tledge export")
     if mode is QuantizationMode.INT8 and bias_correction and representative is not None:
-        from trainer.bias_correction import bias_corrected
+        from trainer.export.bias_correction import bias_corrected
 
         model, _ = bias_corrected(model, _batches(representative))
     height, width = (int(d) for d in model.input_shape[1:3])
@@ -133,13 +135,14 @@ def convert(
     with tempfile.TemporaryDirectory(prefix="tledge-savedmodel-") as tmp:
         saved = Path(tmp) / "saved_model"
         try:
-            model.export(str(saved), format="tf_saved_model", input_signature=signature, verbose=False)
+            with native_stderr_hidden():  # TensorFlow prints from C++ while tracing and saving
+                model.export(str(saved), format="tf_saved_model", input_signature=signature, verbose=False)
         except (ValueError, TypeError) as exc:
             raise ExportError(f"The Keras model cannot be exported to a SavedModel: {exc}") from None
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         _configure(converter, tf, mode, io_type, representative)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), native_stderr_hidden():  # the converter prints from C++
                 # "Statistics for quantized inputs were expected": only for the legacy
                 # quantized_input_stats path; post-training calibration sets them.
                 warnings.filterwarnings("ignore", message="Statistics for quantized inputs")

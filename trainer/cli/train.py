@@ -9,13 +9,21 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from edge.preprocess import ResizePolicy
+from edge.choices import ResizePolicy
+from trainer.cli.options import DataRootOpt, VerboseOpt
 from trainer.config import Backbone, CacheMode, Distribute, FeatureEngine
 
 
 def _options(**kw: Any) -> Any:
     """Build `TrainOptions` from the CLI's flat keyword arguments."""
-    from trainer.config import DataOptions, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsSpec
+    from trainer.config import (
+        DataOptions,
+        HyperParams,
+        ModelOptions,
+        RuntimeOptions,
+        TrainOptions,
+        WeightsSpec,
+    )
 
     return TrainOptions(
         data=DataOptions(kw["data_dir"], val_split=kw["val_split"], test_split=kw["test_split"], subset=kw["subset"]),
@@ -71,15 +79,18 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         seed: int = typer.Option(42, help="Fixes the split, shuffling and initialisation."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout (implies --quiet)."),
+        verbose: bool = VerboseOpt,
     ) -> None:
         """Fine-tune a frozen ImageNet backbone on a folder of class folders."""
         from trainer.deps import require_tensorflow
-
-        require_tensorflow("tledge train")
-        from trainer.train import train as run_training
+        from trainer.quiet import quiet_command
 
         options = _options(**locals())
-        result = run_training(options)
+        with quiet_command(verbose):
+            require_tensorflow("tledge train")
+            from trainer.train import train as run_training
+
+            result = run_training(options)
         if json_out:
             typer.echo(json.dumps(result.summary))
         elif not quiet:
@@ -91,14 +102,18 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A run directory made by tledge train."),
         split: str = typer.Option("test", help="train | val | test"),
         json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+        data_root: Optional[Path] = DataRootOpt,
+        verbose: bool = VerboseOpt,
     ) -> None:
         """Recompute the metrics of a run's Keras model on one of its splits."""
         from trainer.deps import require_tensorflow
+        from trainer.quiet import quiet_command
 
-        require_tensorflow("tledge evaluate")
-        from trainer.evaluate import evaluate_run
+        with quiet_command(verbose):
+            require_tensorflow("tledge evaluate")
+            from trainer.evaluate import evaluate_run
 
-        metrics = evaluate_run(run_dir, split)
+            metrics = evaluate_run(run_dir, split, data_root)
         if json_out:
             typer.echo(json.dumps(metrics))
             return
