@@ -32,6 +32,7 @@ from trainer.export_config import (
     IOType,
     QuantizationMode,
 )
+from trainer.selftest_writer import write_selftest
 from trainer.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
 from trainer.tflite_inspect import TfliteSummary, inspect_tflite
 from trainer.verify import bundle_metrics, judge, verify
@@ -252,6 +253,7 @@ def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptio
         report = {**report, "model_size_bytes": len(final)}  # the final file, metadata included
         bundle_manifest = manifest(info, final)
         stage.write(MODEL_NAME, final)
+        bundle_manifest = {**bundle_manifest, **write_selftest(stage, run.splits)}  # golden self-test, covered by the manifest
         stage.write(LABELS_NAME, labels_text(run.labels))
         stage.write(MANIFEST_NAME, info_json(bundle_manifest))
         stage.write(REPORT_NAME, info_json(report))
