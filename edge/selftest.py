@@ -6,14 +6,15 @@ with the raw outputs the exported file gave on them, and lists the file with its
 and the comparison tolerance under ``"selftest"`` in manifest.json. A device runs the
 same tensors through its own interpreter (its wheel, threads, delegate) and compares:
 
-    integer outputs (uint8 / int8)   |got - expected| <= `quantized_steps` codes (1)
+    integer outputs (uint8 / int8)   |got - expected| <= `quantized_steps` codes (8)
     float outputs                    |got - expected| <= float_atol + float_rtol * |expected|
 
-One quantization step is the smallest difference an int8 output can show; kernels on
-other CPUs (ARM NEON vs x86 AVX) may round one requantization the other way, which moves
-a code by one. More than that means the model does not run as export verified it (another
-interpreter version, a delegate, a damaged copy). BENCHMARKS.md gives the differences
-measured between thread counts.
+The tolerance comes from a measurement (scripts/bench_selftest_tolerance.py; the
+figures are in BENCHMARKS.md, not here): other thread counts gave identical outputs, but
+another kernel set (LiteRT's builtin kernels instead of XNNPACK, as an old wheel or
+another CPU may use) moves a uint8 model's outputs by a few codes. The tolerance admits
+what a legitimate runtime does and refuses what a wrong wheel, a miscompiled delegate or
+a wrong input makes: outputs far off.
 
 `run_selftest` takes anything with the classifier's `invoke` (dequantized scores) and its
 `output_quant` / `output_dtype`; `load_selftest` verifies the file against the manifest.
@@ -45,9 +46,9 @@ MAX_SELFTEST_BYTES = 64 * 1024 * 1024
 class Tolerance:
     """How far a device's outputs may be from the export's (see the module docstring)."""
 
-    quantized_steps: int = 1  # integer outputs: codes
-    float_atol: float = 1e-4  # float outputs: absolute, in score units (probabilities 0..1)
-    float_rtol: float = 1e-3  # float outputs: relative to the expected score
+    quantized_steps: int = 8  # integer outputs: codes (quantization steps)
+    float_atol: float = 1e-3  # float outputs: absolute, in score units (probabilities 0..1)
+    float_rtol: float = 1e-2  # float outputs: relative to the expected score
 
     def to_dict(self) -> dict[str, Any]:
         return {"quantized_steps": self.quantized_steps, "float_atol": self.float_atol, "float_rtol": self.float_rtol}
