@@ -144,6 +144,8 @@ def run(
 
     _setup_logging()
     watcher = None
+    if watch and labels is not None:
+        raise TledgeError("--labels cannot be combined with --watch: a watched folder holds bundles, which carry their labels")
     if watch:
         from edge.watch import BundleWatcher, WatchOptions
 

@@ -21,9 +21,9 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+import warnings
 from typing import Any
 
-import pytest
 from typer.testing import CliRunner
 
 from lifecycle_models import copy_bundle, rewrite_selftest, tamper_model
@@ -35,13 +35,13 @@ runner = CliRunner()
 
 
 def train_tiny(data: Path, out: Path) -> Path:
-    """48 px MobileNetV2 alpha 0.35, weights none, 1 epoch: plumbing, not accuracy."""
+    """32 px MobileNetV2 alpha 0.35, weights none, 1 epoch: plumbing, not accuracy."""
     from trainer.config import CacheMode, DataOptions, FeatureEngine, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsKind, WeightsSpec
     from trainer.train import train
 
     options = TrainOptions(
         data=DataOptions(data),
-        model=ModelOptions(alpha=0.35, image_size=48, weights=WeightsSpec(WeightsKind.NONE)),
+        model=ModelOptions(alpha=0.35, image_size=32, weights=WeightsSpec(WeightsKind.NONE)),
         hyper=replace(HyperParams(epochs=1, augment_views=1)),
         runtime=RuntimeOptions(engine=FeatureEngine.KERAS, cache=CacheMode.MEMORY, quiet=True),
         out_dir=out,
@@ -52,9 +52,11 @@ def train_tiny(data: Path, out: Path) -> Path:
 
 
 def export_int8(run: Path, out: Path) -> Path:
-    from trainer.export import ExportOptions, export
+    from trainer.export import CalibrationWarning, ExportOptions, export
 
-    return export(run, ExportOptions.for_int8(out=out, accept_drop=True)).bundle_dir
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)  # a few images on purpose
+        return export(run, ExportOptions.for_int8(out=out, accept_drop=True, calibration_images=16)).bundle_dir
 
 
 class Lines:
@@ -92,9 +94,9 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_train_export_watch_retrain_deploy_switch_and_reject(tmp_path: Path) -> None:
     from trainer.synthetic import make_dataset, make_video
 
-    data = make_dataset(tmp_path / "data", per_class=8, size=48, seed=0)
+    data = make_dataset(tmp_path / "data", per_class=6, size=40, seed=0)
     first = export_int8(train_tiny(data, tmp_path / "runs"), tmp_path / "export" / "field-v1")
-    more = make_dataset(tmp_path / "data-more", per_class=16, size=48, seed=1)  # "more data"
+    more = make_dataset(tmp_path / "data-more", per_class=10, size=40, seed=1)  # "more data"
     second = export_int8(train_tiny(more, tmp_path / "runs"), tmp_path / "export" / "field-v2")
     clip, _ = make_video(tmp_path / "clip.avi", frames_per_class=5, size=(64, 48))
 
