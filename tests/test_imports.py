@@ -19,6 +19,7 @@ def test_import_edge_leaves_tensorflow_unimported() -> None:
         import sys
         import edge, edge.bundle, edge.classifier, edge.runtime, edge.images, edge.preprocess, edge.cli
         import edge.sources, edge.pipeline, edge.sinks
+        import edge.selftest, edge.doctor, edge.watch, edge.deploy, edge.cli_lifecycle
         bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'trainer'))
         print(bad)
         sys.exit(1 if bad else 0)
