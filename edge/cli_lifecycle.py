@@ -9,8 +9,6 @@ from typing import Any, Optional
 
 import typer
 
-from edge.errors import TledgeError
-
 
 def self_test_at_start(classifier: Any) -> None:
     """Run the bundle's self-test on the interpreter that will serve; refuse on failure
@@ -69,4 +67,4 @@ def register(app: typer.Typer, wrap: Any) -> None:
     app.command()(wrap(deploy))
 
 
-__all__ = ["TledgeError", "deploy", "doctor", "register", "self_test_at_start"]
+__all__ = ["deploy", "doctor", "register", "self_test_at_start"]

@@ -11,6 +11,11 @@ A live source that fails is reopened with exponential backoff (said on stderr th
 the "tledge.edge" logger); the end of a file stops the run, or starts it again with
 `loop=True`. `stop()` (wired to SIGINT / SIGTERM by `stop_on_signals`) ends it cleanly;
 `run()` returns the `RunStats` for the final stats line.
+
+`swap(classifier)` (thread-safe; `edge/watch.py` calls it) replaces the model between two
+frames; a frame the capture thread prepared for the old model is prepared again.
+Sinks with an `on_event(event)` method also receive events (`post_event`, swaps),
+delivered from the loop thread between frames.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.bundle import ModelInfo, sha256_bytes
-from edge.errors import ModelError, SelfTestError
+from edge.errors import SelfTestError
 
 SELFTEST_NAME = "selftest.npz"
 MANIFEST_KEY = "selftest"
@@ -287,7 +287,7 @@ def no_selftest_note(info: ModelInfo) -> str:
 
 
 __all__ = [
-    "FAIL_REMEDY", "InputResult", "ModelError", "SELFTEST_NAME", "SelfTestData", "SelfTestReport", "Tolerance",
+    "FAIL_REMEDY", "InputResult", "SELFTEST_NAME", "SelfTestData", "SelfTestReport", "Tolerance",
     "failure_message", "has_selftest", "load_selftest", "no_selftest_note", "parse_selftest", "run_selftest",
     "selftest_path", "verify_classifier",
 ]

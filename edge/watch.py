@@ -49,7 +49,7 @@ from edge.bundle import MANIFEST_NAME, ModelInfo, load_model_info, sha256_bytes
 from edge.classifier import Classifier
 from edge.errors import ModelError, TledgeError
 from edge.results import FrameResult
-from edge.selftest import has_selftest, no_selftest_note, verify_classifier
+from edge.selftest import no_selftest_note, verify_classifier
 
 log = logging.getLogger("tledge.edge")
 

@@ -35,13 +35,13 @@ runner = CliRunner()
 
 
 def train_tiny(data: Path, out: Path) -> Path:
-    """32 px MobileNetV2 alpha 0.35, weights none, 1 epoch: plumbing, not accuracy."""
+    """48 px (as the shared `tiny_run`) MobileNetV2 alpha 0.35, weights none, 1 epoch: plumbing, not accuracy."""
     from trainer.config import CacheMode, DataOptions, FeatureEngine, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsKind, WeightsSpec
     from trainer.train import train
 
     options = TrainOptions(
         data=DataOptions(data),
-        model=ModelOptions(alpha=0.35, image_size=32, weights=WeightsSpec(WeightsKind.NONE)),
+        model=ModelOptions(alpha=0.35, image_size=48, weights=WeightsSpec(WeightsKind.NONE)),
         hyper=replace(HyperParams(epochs=1, augment_views=1)),
         runtime=RuntimeOptions(engine=FeatureEngine.KERAS, cache=CacheMode.MEMORY, quiet=True),
         out_dir=out,
@@ -91,13 +91,23 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*TLEDGE, *args], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
 
 
-def test_train_export_watch_retrain_deploy_switch_and_reject(tmp_path: Path) -> None:
-    from trainer.synthetic import make_dataset, make_video
+def grown(dataset: Path, out: Path, per_class: int) -> Path:
+    """`dataset` plus `per_class` new images in each class folder: "more data"."""
+    from trainer.synthetic import make_dataset
 
-    data = make_dataset(tmp_path / "data", per_class=6, size=40, seed=0)
-    first = export_int8(train_tiny(data, tmp_path / "runs"), tmp_path / "export" / "field-v1")
-    more = make_dataset(tmp_path / "data-more", per_class=10, size=40, seed=1)  # "more data"
-    second = export_int8(train_tiny(more, tmp_path / "runs"), tmp_path / "export" / "field-v2")
+    shutil.copytree(dataset, out)
+    extra = make_dataset(out.parent / "extra", per_class=per_class, size=48, seed=1)
+    for image in extra.glob("*/*"):
+        shutil.copy2(image, out / image.parent.name / f"new-{image.name}")
+    return out
+
+
+def test_train_export_watch_retrain_deploy_switch_and_reject(tiny_run: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
+    """`tiny_run` (the session's shared training run) is the first training."""
+    from trainer.synthetic import make_video
+
+    first = export_int8(tiny_run, tmp_path / "export" / "field-v1")
+    second = export_int8(train_tiny(grown(synthetic_dataset, tmp_path / "data-more", 6), tmp_path / "runs"), tmp_path / "export" / "field-v2")
     clip, _ = make_video(tmp_path / "clip.avi", frames_per_class=5, size=(64, 48))
 
     # doctor: a good bundle, a damaged one, one whose self-test fails on this runtime
