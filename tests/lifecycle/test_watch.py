@@ -248,3 +248,14 @@ def test_empty_watched_folder_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(ModelError, match="holds no bundle yet.*tledge deploy"):
         BundleWatcher(tmp_path, FAST).load_initial()
+
+
+def test_labels_with_watch_is_refused(bundles: dict[str, Path], video: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", str(bundles["uint8"].parent), "--watch", "--labels", str(labels), "--source", str(video)])
+    assert result.exit_code == 1 and "--labels cannot be combined with --watch" in result.stderr
