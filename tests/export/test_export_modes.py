@@ -135,9 +135,9 @@ def test_bundle_files_agree(export_once, key):
     info = load_model_info(result.bundle_dir)  # the device's checks: sha256, format
     assert info.is_tledge_bundle and info.labels == ("circle", "square", "triangle", "stripes")
     assert sorted(p.name for p in result.bundle_dir.iterdir()) == ["labels.txt", "manifest.json", "model.tflite", "report.json", "selftest.npz"]
-    # the golden self-test: one val image per class, passing on this runtime in every mode
+    # the golden self-test: 8 val images, two per class, passing on this runtime in every mode
     from edge.classifier import Classifier
     from edge.selftest import load_selftest, verify_classifier
 
-    assert manifest["selftest"]["inputs"] == 4 and sorted(load_selftest(info).classes.tolist()) == [0, 1, 2, 3]
+    assert manifest["selftest"]["inputs"] == 8 and sorted(load_selftest(info).classes.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert verify_classifier(Classifier(info, threads=2), info).passed
