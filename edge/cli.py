@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional, TypeVar  # noqa: E402
 import typer  # noqa: E402
 
 from edge.choices import BenchApi, DisplayMode  # noqa: E402
+from edge.cli_lifecycle import self_test_at_start  # noqa: E402
 from edge.errors import TledgeError  # noqa: E402
 
 ModelArg = typer.Argument(..., exists=True, help="A bundle folder, its manifest.json, or any image-classification .tflite.")
@@ -61,6 +62,9 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
     app.command()(wrap(run))
     app.command()(wrap(bench))
     app.command()(wrap(collect))
+    from edge.cli_lifecycle import register as register_lifecycle
+
+    register_lifecycle(app, wrap)
 
 
 def predict(
@@ -77,6 +81,7 @@ def predict(
     from edge.images import load_rgb
 
     clf = _load_classifier(model, labels, threads, delegate)
+    self_test_at_start(clf)
     rows: list[tuple[Path, Any]] = []
     failed = 0
     for path in images:
@@ -160,6 +165,8 @@ def run(
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", exists=True, dir_okay=False, help="Serve the live view over https with this PEM certificate (with --tls-key)."),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", exists=True, dir_okay=False, help="The PEM private key of --tls-cert."),
     serve_network: bool = typer.Option(False, "--serve-as-network", hidden=True, help="Treat a loopback --serve address as off loopback (tests)."),
+    watch: bool = typer.Option(False, "--watch", help="Hot update: MODEL is a folder watched for new bundles (a `current` symlink, the bundle folder itself, or a folder bundles are deployed into); each is verified, then swapped in between two frames."),
+    settle: float = typer.Option(2.0, "--settle", min=0.0, help="--watch: seconds a new bundle's folder must stay unchanged before it is opened (copies in progress)."),
 ) -> None:
     """Classify a live camera, stream, video or image folder continuously."""
     from edge.pipeline import Pipeline, PipelineOptions, ReconnectPolicy, stop_on_signals
@@ -169,7 +176,19 @@ def run(
     from edge.runtime import pipeline_threads
 
     _setup_logging()
-    clf = _load_classifier(model, labels, threads or pipeline_threads(), delegate)
+    watcher = None
+    if watch and labels is not None:
+        raise TledgeError("--labels cannot be combined with --watch: a watched folder holds bundles, which carry their labels")
+    if watch:
+        from edge.watch import BundleWatcher, WatchOptions
+
+        watcher = BundleWatcher(model, WatchOptions(settle_s=settle, threads=threads or pipeline_threads(), delegate=delegate))
+        first = watcher.load_initial()
+        clf = first.classifier
+        typer.echo(f"tledge: watching {model}; self-test: {first.selftest}", err=True)
+    else:
+        clf = _load_classifier(model, labels, threads or pipeline_threads(), delegate)
+        self_test_at_start(clf)
     src = open_source(source, model_size=clf.input_size)
     options = PipelineOptions(
         top_k=top_k, smooth=smooth, threshold=threshold, realtime=realtime, loop=loop, max_frames=max_frames,
@@ -182,6 +201,10 @@ def run(
             sinks.append(WindowSink(f"tledge - {clf.info.name}"))
         if as_json if as_json is not None else not show:
             sinks.append(JsonLinesSink(sys.stdout, on_change=on_change))
+            if watcher is not None:
+                from edge.watch import EventLinesSink
+
+                sinks.append(EventLinesSink(sys.stdout))
         if csv_path is not None:
             sinks.append(CsvSink(csv_path))
         if serve:
@@ -192,8 +215,15 @@ def run(
         raise
     pipeline = Pipeline(clf, src, sinks, options)
     typer.echo(f"tledge: running {clf.info.name} on {src.name} ({clf.backend.name}, {clf.input_size[1]}x{clf.input_size[0]})", err=True)
-    with stop_on_signals(pipeline):
-        stats = pipeline.run()
+    if watcher is not None:
+        watcher.attach(pipeline)
+        watcher.start()
+    try:
+        with stop_on_signals(pipeline):
+            stats = pipeline.run()
+    finally:
+        if watcher is not None:
+            watcher.stop()
     typer.echo(f"tledge: {stats.line()}", err=True)
     if stats.reason.startswith("source failed"):  # non-zero, so a supervisor (systemd) restarts it
         raise TledgeError(f"{stats.reason}; check the camera or stream (--reconnect-attempts sets how long to retry)")

@@ -3,7 +3,9 @@
     TledgeError                      base; the CLI turns it into exit code 1
     ├── ImageError                   one image cannot be decoded or is unsafe to decode
     ├── ModelError                   a .tflite / bundle / labels file is unusable
-    │   └── BundleIntegrityError     a bundle's sha256 does not match its manifest
+    │   ├── BundleIntegrityError     a bundle's sha256 does not match its manifest
+    │   └── SelfTestError            a bundle's self-test is missing, damaged, or fails here
+    ├── DeployError                  a bundle cannot be deployed (unreachable host, no space)
     ├── RuntimeMissingError          no TFLite interpreter package is installed
     ├── DelegateError                a delegate library cannot be loaded
     ├── SourceError                  a camera / video / stream cannot be opened
@@ -31,6 +33,15 @@ class ModelError(TledgeError):
 
 class BundleIntegrityError(ModelError):
     """A bundle's model file does not match the sha256 in its manifest."""
+
+
+class SelfTestError(ModelError):
+    """A bundle's self-test file is missing or damaged, or this device's outputs on its
+    reference inputs differ from the export's beyond the stated tolerance."""
+
+
+class DeployError(TledgeError):
+    """`tledge deploy` cannot copy a bundle to its destination."""
 
 
 class RuntimeMissingError(TledgeError):

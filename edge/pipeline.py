@@ -11,6 +11,11 @@ A live source that fails is reopened with exponential backoff (said on stderr th
 the "tledge.edge" logger); the end of a file stops the run, or starts it again with
 `loop=True`. `stop()` (wired to SIGINT / SIGTERM by `stop_on_signals`) ends it cleanly;
 `run()` returns the `RunStats` for the final stats line.
+
+`swap(classifier)` (thread-safe; `edge/watch.py` calls it) replaces the model between two
+frames; a frame the capture thread prepared for the old model is prepared again.
+Sinks with an `on_event(event)` method also receive events (`post_event`, swaps),
+delivered from the loop thread between frames.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -120,6 +125,7 @@ class _Captured:
     segment: int  # bumped on loop / reconnect: smoothing starts afresh
     tensor: np.ndarray | None = None  # the model input, prepared in the capture thread
     preprocess_ms: float = 0.0
+    prepared_by: object | None = None  # the classifier whose preprocess made `tensor`
 
 
 class FrameSlot:
@@ -185,6 +191,46 @@ class Pipeline:
         self._capture_done = threading.Event()
         self._capture_error: BaseException | None = None
         self._slot = FrameSlot(keep_all=not (source.is_live or self.options.realtime))
+        #: Shown as "model" in each frame's result when set (hot updates, `edge/watch.py`).
+        self.model_tag: str | None = None
+        self._pending: list[tuple[FrameClassifier, str | None, dict[str, Any]]] = []
+        self._events: list[dict[str, Any]] = []
+        self._pending_lock = threading.Lock()
+        self._last_index = -1
+
+    # -- hot update -----------------------------------------------------------------
+    def swap(self, classifier: FrameClassifier, tag: str | None = None, event: dict[str, Any] | None = None) -> None:
+        """Use `classifier` from the next frame on (thread-safe). `event` is delivered to
+        the sinks' `on_event` at the swap, with the frame indices around it added."""
+        with self._pending_lock:
+            self._pending.append((classifier, tag, dict(event or {})))
+
+    def post_event(self, event: dict[str, Any]) -> None:
+        """Deliver `event` to every sink with an `on_event(event)` method, from the loop
+        thread, between two frames (thread-safe)."""
+        with self._pending_lock:
+            self._events.append(dict(event))
+
+    def _between_frames(self, history: deque[np.ndarray]) -> None:
+        """Apply a pending swap and deliver pending events; runs in the loop thread."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+            events, self._events = self._events, []
+        for classifier, tag, event in pending:
+            self.classifier, self.model_tag = classifier, tag
+            history.clear()  # scores of another model must not be averaged in
+            events.append({**event, "last_frame_before": self._last_index})
+        for event in events:
+            for sink in self.sinks:
+                hook = getattr(sink, "on_event", None)
+                if hook is None:
+                    continue
+                try:
+                    hook(event)
+                except StopPipeline as exc:
+                    self.stop(str(exc) or "stopped by a sink")
+                except Exception as exc:  # an event must never stop the stream
+                    log.warning("%s could not take an event: %s", type(sink).__name__, exc)
 
     # -- control ------------------------------------------------------------------
     def stop(self, reason: str = "stopped") -> None:
@@ -243,8 +289,9 @@ class Pipeline:
         if not self.options.preprocess_in_capture:
             return _Captured(self.captured, captured_at, frame_rgb, segment)
         start = time.perf_counter()
-        tensor = self.classifier.preprocess(frame_rgb)
-        return _Captured(self.captured, captured_at, frame_rgb, segment, tensor, (time.perf_counter() - start) * 1000.0)
+        classifier = self.classifier  # read once: a hot swap may replace it meanwhile
+        tensor = classifier.preprocess(frame_rgb)
+        return _Captured(self.captured, captured_at, frame_rgb, segment, tensor, (time.perf_counter() - start) * 1000.0, classifier)
 
     def _pace(self, start: float, frames_read: int) -> None:
         """Realtime file playback: wait until this frame's time in the video."""
@@ -316,6 +363,7 @@ class Pipeline:
         ticks: deque[float] = deque(maxlen=opts.stats_window)
         segment, frames = -1, 0
         while not self._stop.is_set():
+            self._between_frames(history)
             item = self._slot.get(timeout=0.05)
             if item is None:
                 if self._capture_done.is_set() and not self._slot.pending():
@@ -325,6 +373,7 @@ class Pipeline:
                 history.clear()
                 segment = item.segment
             result = self._classify(item, history, ticks, latencies)
+            self._last_index = item.index
             frames += 1
             try:
                 for sink in self.sinks:
@@ -337,7 +386,8 @@ class Pipeline:
 
     def _classify(self, item: _Captured, history: deque[np.ndarray], ticks: deque[float], latencies: deque[float]) -> FrameResult:
         start = time.perf_counter()
-        tensor = item.tensor if item.tensor is not None else self.classifier.preprocess(item.frame_rgb)
+        prepared = item.tensor is not None and item.prepared_by is self.classifier
+        tensor = item.tensor if prepared else self.classifier.preprocess(item.frame_rgb)  # after a swap: the new model's input
         scores = self.classifier.invoke(tensor)
         history.append(scores)
         smoothed = scores if len(history) == 1 else np.mean(np.stack(history), axis=0)
@@ -347,7 +397,7 @@ class Pipeline:
         latencies.append(latency_ms)
         ticks.append(now)
         fps = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 and ticks[-1] > ticks[0] else 0.0
-        return FrameResult(item.index, item.timestamp, top, latency_ms, fps, self._slot.dropped)
+        return FrameResult(item.index, item.timestamp, top, latency_ms, fps, self._slot.dropped, self.model_tag)
 
     def _close_all(self, thread: threading.Thread) -> None:
         if thread.is_alive():  # a blocked camera read: never close a device under a reader

@@ -20,6 +20,7 @@ class FrameResult:
     latency_ms: float  # preprocess + invoke + postprocess of this frame
     fps: float  # loop frames per second (moving)
     dropped: int  # frames dropped so far (freshest-frame policy)
+    model: str | None = None  # which model answered (set by hot updates: `run --watch`)
 
     @property
     def label(self) -> str | None:
@@ -32,8 +33,9 @@ class FrameResult:
         return self.top[0][2] if self.top else None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: index, timestamp, label, score, top, latency_ms, fps, dropped."""
-        return {
+        """JSON-ready dict: index, timestamp, label, score, top, latency_ms, fps, dropped
+        (and model, when set)."""
+        record = {
             "index": self.index,
             "timestamp": round(self.timestamp, 6),
             "label": self.label,
@@ -43,3 +45,6 @@ class FrameResult:
             "fps": round(self.fps, 3),
             "dropped": self.dropped,
         }
+        if self.model is not None:
+            record["model"] = self.model
+        return record

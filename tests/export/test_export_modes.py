@@ -122,7 +122,7 @@ def test_bundle_files_agree(export_once, key):
     packed = embedded_files(model_bytes)
     assert set(packed) == {"labels.txt", "tledge.json"}
     embedded = json.loads(packed["tledge.json"].decode("utf-8"))
-    assert embedded == {k: v for k, v in manifest.items() if k != "model"}
+    assert embedded == {k: v for k, v in manifest.items() if k not in ("model", "selftest")}  # a file cannot hold its own hash
     assert embedded["quantization"] == key.split("-")[0]
     assert embedded["input"]["dtype"] == {"int8": "uint8", "int8-io8": "int8"}.get(key, "float32")
     assert embedded["input"]["resize"] == "center_crop" and embedded["input"]["color_order"] == "RGB"
@@ -134,4 +134,10 @@ def test_bundle_files_agree(export_once, key):
     assert embedded["metrics"]["top1_agreement"] == report["splits"]["test"]["top1_agreement"]
     info = load_model_info(result.bundle_dir)  # the device's checks: sha256, format
     assert info.is_tledge_bundle and info.labels == ("circle", "square", "triangle", "stripes")
-    assert sorted(p.name for p in result.bundle_dir.iterdir()) == ["labels.txt", "manifest.json", "model.tflite", "report.json"]
+    assert sorted(p.name for p in result.bundle_dir.iterdir()) == ["labels.txt", "manifest.json", "model.tflite", "report.json", "selftest.npz"]
+    # the golden self-test: 8 val images, two per class, passing on this runtime in every mode
+    from edge.classifier import Classifier
+    from edge.selftest import load_selftest, verify_classifier
+
+    assert manifest["selftest"]["inputs"] == 8 and sorted(load_selftest(info).classes.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert verify_classifier(Classifier(info, threads=2), info).passed

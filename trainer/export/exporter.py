@@ -20,6 +20,7 @@ from trainer.errors import ExportError
 from trainer.export.bundle_writer import BundleStaging, check_target
 from trainer.export.convert import convert, representative_dataset, stratified_sample
 from trainer.export.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
+from trainer.export.selftest_writer import write_selftest
 from trainer.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, IOType, QuantizationMode
 from trainer.export.tflite_inspect import TfliteSummary, inspect_tflite
 from trainer.export.verify import bundle_metrics, judge, verify
@@ -165,6 +166,7 @@ def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptio
         report = {**report, "model_size_bytes": len(final)}  # the final file, metadata included
         bundle_manifest = manifest(info, final)
         stage.write(MODEL_NAME, final)
+        bundle_manifest = {**bundle_manifest, **write_selftest(stage, run.splits)}  # golden self-test, covered by the manifest
         stage.write(LABELS_NAME, labels_text(run.labels))
         stage.write(MANIFEST_NAME, info_json(bundle_manifest))
         stage.write(REPORT_NAME, info_json(report))
