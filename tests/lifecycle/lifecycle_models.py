@@ -1,6 +1,6 @@
 """Tiny real bundles for the lifecycle tests: a hand-weighted colour classifier converted
 with TensorFlow (a second each), written in the bundle layout of models/README.md, with
-a golden self-test made by the exporter's own writer (`trainer.selftest_writer`).
+a golden self-test made by the exporter's own writer (`trainer.export.selftest_writer`).
 
 Helpers to damage bundles the ways the field does: a tampered model, a missing or
 corrupt self-test file, a self-test whose expected outputs are wrong for this runtime.
@@ -81,7 +81,7 @@ def write_bundle(folder: Path, model_bytes: bytes, labels: tuple[str, ...], size
     (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     manifest = {**info, "model": {"file": "model.tflite", "sha256": _sha(data), "size_bytes": len(data)}}
     if selftest:
-        from trainer.selftest_writer import build_selftest
+        from trainer.export.selftest_writer import build_selftest
 
         images = folder.parent / f".{folder.name}-refs"
         images.mkdir(exist_ok=True)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from edge.deploy import DeployOptions, RemoteDest, parse_dest, plan_remote
 from lifecycle_models import copy_bundle, tamper_model
-from trainer.cli import app
+from edge.cli import app
 
 runner = CliRunner()
 

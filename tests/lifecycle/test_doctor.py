@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from edge.doctor import DoctorOptions, Status, diagnose, xnnpack_active
 from lifecycle_models import copy_bundle, rewrite_selftest, tamper_model
-from trainer.cli import app
+from edge.cli import app
 
 runner = CliRunner()
 

@@ -27,10 +27,10 @@ from typing import Any
 from typer.testing import CliRunner
 
 from lifecycle_models import copy_bundle, rewrite_selftest, tamper_model
-from trainer.cli import app
+from edge.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
-TLEDGE = [sys.executable, "-m", "trainer.cli"]
+TLEDGE = [sys.executable, "-m", "edge.cli"]
 runner = CliRunner()
 
 

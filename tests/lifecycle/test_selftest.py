@@ -15,7 +15,7 @@ from edge.classifier import Classifier
 from edge.errors import BundleIntegrityError, SelfTestError
 from edge.selftest import Tolerance, has_selftest, load_selftest, run_selftest, verify_classifier
 from lifecycle_models import COLOURS, colour_image, copy_bundle, read_manifest, rewrite_selftest, tamper_model
-from trainer.cli import app
+from edge.cli import app
 
 runner = CliRunner()
 

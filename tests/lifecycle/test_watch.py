@@ -253,7 +253,7 @@ def test_empty_watched_folder_is_a_clear_error(tmp_path: Path) -> None:
 def test_labels_with_watch_is_refused(bundles: dict[str, Path], video: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from trainer.cli import app
+    from edge.cli import app
 
     labels = tmp_path / "labels.txt"
     labels.write_text("a\nb\n", encoding="utf-8")
