@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from edge.choices import BenchApi, DisplayMode
+from edge.cli_label import label as label_command
 from edge.errors import TledgeError
 
 ModelArg = typer.Argument(..., exists=True, help="A bundle folder, its manifest.json, or any image-classification .tflite.")
@@ -48,6 +49,7 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
     app.command()(wrap(run))
     app.command()(wrap(bench))
     app.command()(wrap(collect))
+    app.command()(wrap(label_command))
 
 
 def predict(
@@ -147,6 +149,17 @@ def run(
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", exists=True, dir_okay=False, help="Serve the live view over https with this PEM certificate (with --tls-key)."),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", exists=True, dir_okay=False, help="The PEM private key of --tls-cert."),
     serve_network: bool = typer.Option(False, "--serve-as-network", hidden=True, help="Treat a loopback --serve address as off loopback (tests)."),
+    save_uncertain: Optional[Path] = typer.Option(
+        None, "--save-uncertain", file_okay=False,
+        help="Save frames the model is unsure about (below --threshold, small top-1/top-2 margin, or a label flip) here as JPEG + JSON sidecar, for labelling.",
+    ),
+    uncertain_margin: float = typer.Option(0.15, "--uncertain-margin", min=0.0, max=1.0, help="--save-uncertain: a top-1 minus top-2 score below this is uncertain (0: off)."),
+    save_rate: float = typer.Option(6.0, "--save-rate", min=0.01, help="--save-uncertain: frames saved per minute, at most."),
+    save_max_mb: float = typer.Option(200.0, "--save-max-mb", min=0.01, help="--save-uncertain: stop saving while the folder holds this many MiB."),
+    label_into: Optional[Path] = typer.Option(
+        None, "--label-into", file_okay=False,
+        help="With --serve and --save-uncertain: a panel in the live view files saved frames into DATA/<label>/ (the training layout).",
+    ),
 ) -> None:
     """Classify a live camera, stream, video or image folder continuously."""
     from edge.pipeline import Pipeline, PipelineOptions, ReconnectPolicy, stop_on_signals
@@ -157,6 +170,9 @@ def run(
 
     _setup_logging()
     clf = _load_classifier(model, labels, threads or pipeline_threads(), delegate)
+    if label_into is not None and (save_uncertain is None or not serve):
+        raise typer.BadParameter("--label-into needs --save-uncertain DIR and --serve [HOST:]PORT (the live view shows the labelling panel)",
+                                 param_hint="--label-into")
     src = open_source(source, model_size=clf.input_size)
     options = PipelineOptions(
         top_k=top_k, smooth=smooth, threshold=threshold, realtime=realtime, loop=loop, max_frames=max_frames,
@@ -171,8 +187,11 @@ def run(
             sinks.append(JsonLinesSink(sys.stdout, on_change=on_change))
         if csv_path is not None:
             sinks.append(CsvSink(csv_path))
+        if save_uncertain is not None:
+            sinks.append(_uncertain_sink(save_uncertain, clf, threshold, uncertain_margin, save_rate, save_max_mb))
         if serve:
-            sinks.append(_live_view_sink(serve, token, clf.info, allow_host, tls_cert, tls_key, serve_network))
+            desk = _label_desk(save_uncertain, label_into, clf.labels) if label_into is not None and save_uncertain is not None else None
+            sinks.append(_live_view_sink(serve, token, clf.info, allow_host, tls_cert, tls_key, serve_network, desk))
     except BaseException:
         for sink in sinks:
             sink.close()
@@ -187,13 +206,30 @@ def run(
 
 
 def _live_view_sink(serve: str, token: Optional[str], info: Any, allow_hosts: list[str], tls_cert: Optional[Path],
-                    tls_key: Optional[Path], as_network: bool) -> Any:
+                    tls_key: Optional[Path], as_network: bool, desk: Any = None) -> Any:
     """The browser live view (edge/serve/), imported only when --serve is given."""
     from edge.serve.sink import LiveViewSink
 
     return LiveViewSink.from_cli(
-        serve, token, info, allow_hosts=tuple(allow_hosts), tls_cert=tls_cert, tls_key=tls_key, network=True if as_network else None
+        serve, token, info, allow_hosts=tuple(allow_hosts), tls_cert=tls_cert, tls_key=tls_key, network=True if as_network else None,
+        labelling=desk,
     )
+
+
+def _uncertain_sink(folder: Path, clf: Any, threshold: float, margin: float, rate: float, max_mb: float) -> Any:
+    """--save-uncertain: the sink that saves unsure frames (edge/uncertain.py)."""
+    from edge.bundle import sha256_bytes
+    from edge.uncertain import UncertainOptions, UncertainSink
+
+    options = UncertainOptions(folder=folder, threshold=threshold, margin=margin, save_per_minute=rate, max_mb=max_mb)
+    return UncertainSink(options, tuple(clf.labels), clf.info.name, sha256_bytes(clf.info.model_bytes))
+
+
+def _label_desk(inbox_dir: Path, data_dir: Path, labels: Any) -> Any:
+    """--label-into: what the live view's labelling panel files into (edge/serve/labelling.py)."""
+    from edge.serve.labelling import LabelDesk
+
+    return LabelDesk(inbox_dir, data_dir, tuple(labels))
 
 
 def bench(

@@ -12,6 +12,9 @@
     ├── ExportError                  conversion or verification failed
     ├── WeightsError                 ImageNet weights cannot be found or loaded
     ├── OutputError                  a result (training run, log) cannot be written: disk full, permissions
+    ├── InboxError                   a saved uncertain frame cannot be filed (labelling)
+    │   ├── FrameNotFoundError       no such saved frame (a bad name, or already labelled)
+    │   └── LabelNameError           a label that cannot be a class folder
     └── MissingExtraError            an optional dependency group is not installed
 
 Library code raises these; only the CLI turns them into exit codes.
@@ -62,6 +65,18 @@ class ExportError(TledgeError):
 
 class OutputError(TledgeError):
     """A result cannot be written (disk full, read-only or unwritable folder)."""
+
+
+class InboxError(TledgeError):
+    """A frame in a `--save-uncertain` folder, or a label for it, cannot be used."""
+
+
+class FrameNotFoundError(InboxError):
+    """No saved frame of that name: not the inbox's name format, or already labelled or discarded."""
+
+
+class LabelNameError(InboxError):
+    """A label that cannot be a class folder (a path separator, a leading dot, reserved, too long)."""
 
 
 class WeightsError(TledgeError):
