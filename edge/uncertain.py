@@ -15,6 +15,7 @@ or slows inference: frames that cannot be saved are counted and dropped.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import math
 import queue
@@ -134,6 +135,15 @@ class UncertainSink:
     def set_model(self, name: str, sha256: str) -> None:
         """Record another model in later sidecars (a hot update swapped it in)."""
         self._model = {"name": name, "sha256": sha256}
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """A pipeline event: after a hot update (`run --watch`, event "model_update" with
+        status "swapped"), later sidecars name the new model and its sha256 (read from the
+        new bundle's manifest, which the update has verified; else the event's short form)."""
+        if event.get("event") != "model_update" or event.get("status") != "swapped":
+            return
+        name, _, short = str(event.get("model", "")).partition("@")
+        self.set_model(name or self._model["name"], _manifest_sha256(event.get("bundle")) or short)
 
     # -- the inference loop's side ------------------------------------------------------
     def emit(self, frame_rgb: np.ndarray, result: FrameResult) -> None:
@@ -256,6 +266,18 @@ class UncertainSink:
         self._thread.join(timeout=10.0)
         if self.stats.uncertain:
             log.info("save-uncertain: %s", self.stats.line(self.options.folder))
+
+
+def _manifest_sha256(bundle: Any) -> str | None:
+    """The model sha256 in `bundle`/manifest.json, or None when it cannot be read."""
+    if not bundle:
+        return None
+    try:
+        manifest = json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8"))
+        value = manifest["model"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _describe(exc: OSError, folder: Path) -> str:

@@ -94,6 +94,20 @@ def test_a_flip_is_saved_with_the_previous_label(tmp_path: Path) -> None:
     assert saved.sidecar["index"] == 2 and saved.sidecar["reasons"] == ["label_flip"] and saved.sidecar["previous_label"] == "red"
 
 
+def test_after_a_hot_update_sidecars_name_the_new_model(tmp_path: Path, colour_bundle: Path) -> None:
+    clock = Clock()
+    sink = sink_for(tmp_path / "inbox", clock, margin=1.0)
+    sink.emit(frame(), result(0, [0.6, 0.3, 0.05, 0.05]))
+    clock.now += 60
+    sink.on_event({"event": "model_update", "status": "rejected", "model": "other@0123456789ab", "bundle": str(tmp_path)})
+    sink.on_event({"event": "model_update", "status": "swapped", "model": "colours-v2@feedfacecafe", "bundle": str(colour_bundle)})
+    sink.emit(frame(), result(1, [0.6, 0.3, 0.05, 0.05]))
+    sink.close()
+    manifest = json.loads((colour_bundle / "manifest.json").read_text())
+    models = [f.sidecar["model"] for f in inbox.list_frames(tmp_path / "inbox").frames]
+    assert models == [{"name": "colours", "sha256": "ab" * 32}, {"name": "colours-v2", "sha256": manifest["model"]["sha256"]}]
+
+
 def test_the_rate_limit_spaces_saves_evenly(tmp_path: Path) -> None:
     clock = Clock()
     sink = sink_for(tmp_path, clock, margin=1.0, save_per_minute=6.0)  # margin 1: every frame is uncertain
