@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -168,3 +170,31 @@ def test_without_label_into_there_is_no_panel(colour_info) -> None:
     with LiveViewSink(ServeOptions(port=0, token=TOKEN), colour_info) as sink:
         assert call(sink.port, "GET", "/api/uncertain", AUTH)[0] == 404
         assert call(sink.port, "POST", "/api/uncertain/x/label", POST_HEADERS, b"{}")[0] == 404
+
+
+def test_run_label_into_serves_the_panel_over_a_real_run(colour_model, colour_video, tmp_path: Path) -> None:
+    """The whole device side through the CLI: run saves uncertain frames, the panel files one."""
+    from test_cli import read_url, start_run
+
+    model, labels = colour_model
+    folder, data = tmp_path / "inbox", tmp_path / "data"
+    process = start_run(model, labels, colour_video, "--serve", "127.0.0.1:0", "--save-uncertain", str(folder),
+                        "--uncertain-margin", "1", "--save-rate", "600", "--label-into", str(data), env={"TLEDGE_TOKEN": TOKEN})
+    lines: list[str] = []
+    try:
+        port = int(read_url(process, lines).rstrip("/").rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30
+        frames: list = []
+        while not frames and time.monotonic() < deadline:
+            frames = json.loads(call(port, "GET", "/api/uncertain", AUTH)[2])["frames"]
+            time.sleep(0.2)
+        assert frames, "no uncertain frame was listed:\n" + "".join(lines)
+        assert "small_margin" in frames[0]["reasons"]  # margin 1: every frame
+        status, body = post_label(port, frames[0]["name"], "red")
+        assert status == 200, body
+        assert (data / "red" / frames[0]["name"]).is_file()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert process.returncode == 0, "".join(lines)
+    assert any("saved" in line and "uncertain frame(s)" in line for line in lines), "".join(lines)
