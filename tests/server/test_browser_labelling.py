@@ -76,6 +76,7 @@ def browser(tmp_path: Path) -> Iterator[object]:
 
 
 def test_a_click_files_the_frame_and_a_cross_site_form_cannot(colour_info, colour_video, tmp_path: Path, browser) -> None:
+    expect = pytest.importorskip("playwright.sync_api").expect
     desk = LabelDesk(tmp_path / "inbox", tmp_path / "data", ("red", "green", "blue"))
     frames = fill_inbox(desk.inbox_dir, ["red", "green"])
     sink = LiveViewSink(ServeOptions(port=0, token=TOKEN, stream_fps=10), colour_info, desk)
@@ -83,13 +84,14 @@ def test_a_click_files_the_frame_and_a_cross_site_form_cannot(colour_info, colou
         page = browser.pages[0] if browser.pages else browser.new_page()
         page.goto(f"http://127.0.0.1:{sink.port}/?token={TOKEN}", timeout=20_000)
         page.wait_for_selector("#uncertain:not([hidden])", timeout=15_000)
-        page.wait_for_function("document.querySelectorAll('#uncertain-list li').length === 2", timeout=15_000)
+        # Locator waits, not wait_for_function: the page's CSP forbids the eval that polling a string needs.
+        expect(page.locator("#uncertain-list li")).to_have_count(2, timeout=15_000)
         first = page.locator(f'#uncertain-list li[data-name="{frames[0].name}"]')
-        page.wait_for_function(f"document.querySelector('#uncertain-list li[data-name=\"{frames[0].name}\"] img').naturalWidth === 56", timeout=10_000)
+        expect(first.locator("img")).to_have_js_property("naturalWidth", 56, timeout=10_000)
         assert "red 55.0%" in first.locator(".why").inner_text()
 
         first.get_by_role("button", name="blue", exact=True).click()  # the user disagrees with the model
-        page.wait_for_function("document.querySelectorAll('#uncertain-list li').length === 1", timeout=10_000)
+        expect(page.locator("#uncertain-list li")).to_have_count(1, timeout=10_000)
         assert (desk.data_dir / "blue" / frames[0].name).is_file()
         assert "filed" in page.inner_text("#uncertain-message")
         assert [f.name for f in inbox.list_frames(desk.inbox_dir).frames] == [frames[1].name]

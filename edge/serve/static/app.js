@@ -124,7 +124,7 @@
     img.alt = "saved frame " + frame.name;
     const why = document.createElement("p");
     why.className = "why";
-    why.textContent = frame.top.map((t) => t.label + " " + percent(t.score)).join(" · ") + " — " + frame.reasons.join(", ");
+    why.textContent = frame.top.map((t) => t.label + " " + percent(t.score)).join(" · ") + " — " + frame.reasons.map((r) => r.replace(/_/g, " ")).join(", ");
     const actions = document.createElement("div");
     actions.className = "actions";
     const filed = (data) => "filed " + data.filed + " as " + data.label;
@@ -134,6 +134,9 @@
     const input = document.createElement("input");
     input.placeholder = "new label";
     input.setAttribute("aria-label", "new label for " + frame.name);
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && input.value) act(li, base + "/label", { label: input.value }, filed);
+    });
     actions.appendChild(input);
     actions.appendChild(button("file", "", () => act(li, base + "/label", { label: input.value }, filed)));
     actions.appendChild(button("discard", "discard", () => act(li, base + "/discard", {}, (d) => "discarded " + d.discarded)));
