@@ -168,11 +168,11 @@ def run(
 
     from edge.runtime import pipeline_threads
 
-    _setup_logging()
-    clf = _load_classifier(model, labels, threads or pipeline_threads(), delegate)
     if label_into is not None and (save_uncertain is None or not serve):
         raise typer.BadParameter("--label-into needs --save-uncertain DIR and --serve [HOST:]PORT (the live view shows the labelling panel)",
                                  param_hint="--label-into")
+    _setup_logging()
+    clf = _load_classifier(model, labels, threads or pipeline_threads(), delegate)
     src = open_source(source, model_size=clf.input_size)
     options = PipelineOptions(
         top_k=top_k, smooth=smooth, threshold=threshold, realtime=realtime, loop=loop, max_frames=max_frames,
