@@ -65,6 +65,9 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
     from edge.cli_lifecycle import register as register_lifecycle
 
     register_lifecycle(app, wrap)
+    from edge.cli_label import label as label_command
+
+    app.command()(wrap(label_command))
 
 
 def predict(
@@ -167,6 +170,17 @@ def run(
     serve_network: bool = typer.Option(False, "--serve-as-network", hidden=True, help="Treat a loopback --serve address as off loopback (tests)."),
     watch: bool = typer.Option(False, "--watch", help="Hot update: MODEL is a folder watched for new bundles (a `current` symlink, the bundle folder itself, or a folder bundles are deployed into); each is verified, then swapped in between two frames."),
     settle: float = typer.Option(2.0, "--settle", min=0.0, help="--watch: seconds a new bundle's folder must stay unchanged before it is opened (copies in progress)."),
+    save_uncertain: Optional[Path] = typer.Option(
+        None, "--save-uncertain", file_okay=False,
+        help="Save frames the model is unsure about (below --threshold, small top-1/top-2 margin, or a label flip) here as JPEG + JSON sidecar, for labelling.",
+    ),
+    uncertain_margin: float = typer.Option(0.15, "--uncertain-margin", min=0.0, max=1.0, help="--save-uncertain: a top-1 minus top-2 score below this is uncertain (0: off)."),
+    save_rate: float = typer.Option(6.0, "--save-rate", min=0.01, help="--save-uncertain: frames saved per minute, at most."),
+    save_max_mb: float = typer.Option(200.0, "--save-max-mb", min=0.01, help="--save-uncertain: stop saving while the folder holds this many MiB."),
+    label_into: Optional[Path] = typer.Option(
+        None, "--label-into", file_okay=False,
+        help="With --serve and --save-uncertain: a panel in the live view files saved frames into DATA/<label>/ (the training layout).",
+    ),
 ) -> None:
     """Classify a live camera, stream, video or image folder continuously."""
     from edge.pipeline import Pipeline, PipelineOptions, ReconnectPolicy, stop_on_signals
@@ -175,6 +189,9 @@ def run(
 
     from edge.runtime import pipeline_threads
 
+    if label_into is not None and (save_uncertain is None or not serve):
+        raise typer.BadParameter("--label-into needs --save-uncertain DIR and --serve [HOST:]PORT (the live view shows the labelling panel)",
+                                 param_hint="--label-into")
     _setup_logging()
     watcher = None
     if watch and labels is not None:
@@ -207,8 +224,11 @@ def run(
                 sinks.append(EventLinesSink(sys.stdout))
         if csv_path is not None:
             sinks.append(CsvSink(csv_path))
+        if save_uncertain is not None:
+            sinks.append(_uncertain_sink(save_uncertain, clf, threshold, uncertain_margin, save_rate, save_max_mb))
         if serve:
-            sinks.append(_live_view_sink(serve, token, clf.info, allow_host, tls_cert, tls_key, serve_network))
+            desk = _label_desk(save_uncertain, label_into, clf.labels) if label_into is not None and save_uncertain is not None else None
+            sinks.append(_live_view_sink(serve, token, clf.info, allow_host, tls_cert, tls_key, serve_network, desk))
     except BaseException:
         for sink in sinks:
             sink.close()
@@ -230,13 +250,30 @@ def run(
 
 
 def _live_view_sink(serve: str, token: Optional[str], info: Any, allow_hosts: list[str], tls_cert: Optional[Path],
-                    tls_key: Optional[Path], as_network: bool) -> Any:
+                    tls_key: Optional[Path], as_network: bool, desk: Any = None) -> Any:
     """The browser live view (edge/serve/), imported only when --serve is given."""
     from edge.serve.sink import LiveViewSink
 
     return LiveViewSink.from_cli(
-        serve, token, info, allow_hosts=tuple(allow_hosts), tls_cert=tls_cert, tls_key=tls_key, network=True if as_network else None
+        serve, token, info, allow_hosts=tuple(allow_hosts), tls_cert=tls_cert, tls_key=tls_key, network=True if as_network else None,
+        labelling=desk,
     )
+
+
+def _uncertain_sink(folder: Path, clf: Any, threshold: float, margin: float, rate: float, max_mb: float) -> Any:
+    """--save-uncertain: the sink that saves unsure frames (edge/uncertain.py)."""
+    from edge.bundle import sha256_bytes
+    from edge.uncertain import UncertainOptions, UncertainSink
+
+    options = UncertainOptions(folder=folder, threshold=threshold, margin=margin, save_per_minute=rate, max_mb=max_mb)
+    return UncertainSink(options, tuple(clf.labels), clf.info.name, sha256_bytes(clf.info.model_bytes))
+
+
+def _label_desk(inbox_dir: Path, data_dir: Path, labels: Any) -> Any:
+    """--label-into: what the live view's labelling panel files into (edge/serve/labelling.py)."""
+    from edge.serve.labelling import LabelDesk
+
+    return LabelDesk(inbox_dir, data_dir, tuple(labels))
 
 
 def bench(

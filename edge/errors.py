@@ -10,6 +10,9 @@
     ├── DelegateError                a delegate library cannot be loaded
     ├── SourceError                  a camera / video / stream cannot be opened
     ├── ServeError                   the live view server cannot start (bad address, port in use)
+    ├── InboxError                   a saved uncertain frame cannot be filed (labelling)
+    │   ├── FrameNotFoundError       no such saved frame (a bad name, or already labelled)
+    │   └── LabelNameError           a label that cannot be a class folder
     └── MissingExtraError            an optional dependency group is not installed
 
 The trainer's own errors (DataError, ExportError, ...) live in `trainer.errors` and
@@ -58,6 +61,18 @@ class SourceError(TledgeError):
 
 class ServeError(TledgeError):
     """The live view server (`--serve`) cannot be configured or started."""
+
+
+class InboxError(TledgeError):
+    """A frame in a `--save-uncertain` folder, or a label for it, cannot be used."""
+
+
+class FrameNotFoundError(InboxError):
+    """No saved frame of that name: not the inbox's name format, or already labelled or discarded."""
+
+
+class LabelNameError(InboxError):
+    """A label that cannot be a class folder (a path separator, a leading dot, reserved, too long)."""
 
 
 class MissingExtraError(TledgeError):

@@ -397,7 +397,7 @@ class Pipeline:
         latencies.append(latency_ms)
         ticks.append(now)
         fps = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 and ticks[-1] > ticks[0] else 0.0
-        return FrameResult(item.index, item.timestamp, top, latency_ms, fps, self._slot.dropped, self.model_tag)
+        return FrameResult(item.index, item.timestamp, top, latency_ms, fps, self._slot.dropped, self.model_tag, scores=smoothed)
 
     def _close_all(self, thread: threading.Thread) -> None:
         if thread.is_alive():  # a blocked camera read: never close a device under a reader

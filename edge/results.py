@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,9 @@ class FrameResult:
     fps: float  # loop frames per second (moving)
     dropped: int  # frames dropped so far (freshest-frame policy)
     model: str | None = None  # which model answered (set by hot updates: `run --watch`)
+    #: Every class's (smoothed) score, before the threshold and top-k cut; for sinks that
+    #: judge the decision itself (e.g. `--save-uncertain`). Not part of `to_dict`.
+    scores: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str | None:

@@ -6,6 +6,7 @@
     stream.py       the ticker, MJPEG and server-sent events, viewer caps
     connections.py  connection cap, header-read timeout, one-line logging of bad requests
     app.py          the aiohttp application: guard middleware, route table, handlers
+    labelling.py    the labelling panel's endpoints (run --label-into): list, image, file, discard
     sink.py         LiveViewSink: the pipeline sink that runs the server in its own thread
     static/         the page (index.html, app.js, style.css)
 

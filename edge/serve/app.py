@@ -12,7 +12,11 @@ Endpoints (each behind the guard: Host allow-list, Sec-Fetch-Site, failure limit
 The token is accepted as `Authorization: Bearer TOKEN` (scripts) or as the session
 cookie. A request carrying `?token=` gets the cookie and a redirect to the same URL
 without it, so the token leaves the address bar and the page never holds it.
-To add endpoints (e.g. a labelling panel), append `Route`s to `LiveApp.routes()`.
+    GET/POST /api/uncertain...  the labelling panel, with `run --label-into` (serve/labelling.py)
+
+To add endpoints, append `Route`s to `LiveApp.routes()`. A route that changes state
+(POST) must also pass `auth.state_change_refusal` (the CSRF guard), which the guard
+applies to every method but GET.
 """
 
 from __future__ import annotations
@@ -57,10 +61,11 @@ Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
 @dataclass(frozen=True)
 class Route:
-    """One GET endpoint of the live view."""
+    """One endpoint of the live view."""
 
     path: str
     handler: Handler
+    method: str = "GET"
 
 
 def import_web() -> Any:
@@ -105,6 +110,7 @@ class LiveApp:
     bridge: FrameBridge
     guard: ConnectionGuard
     web: Any = field(default_factory=import_web)
+    labelling: Any = None  # a serve.labelling.LabelDesk: the labelling panel's endpoints
 
     def __post_init__(self) -> None:
         opts = self.options
@@ -124,13 +130,24 @@ class LiveApp:
             Route("/api/latest", self.api_latest),
             Route("/api/events", self.api_events),
             Route("/api/model", self.api_model),
+            *self._labelling_routes(),
         ]
+
+    def _labelling_routes(self) -> list[Route]:
+        if self.labelling is None:
+            return []
+        from edge.serve.labelling import LabelRoutes
+
+        return [Route(path, handler, method) for method, path, handler in LabelRoutes(self.labelling, self.web).routes()]
 
     def build(self) -> "web.Application":
         app = self.web.Application(middlewares=[self.middleware()])
         app.on_response_prepare.append(self._page_headers)
         for route in self.routes():
-            app.router.add_get(route.path, route.handler, allow_head=False)
+            if route.method == "GET":
+                app.router.add_get(route.path, route.handler, allow_head=False)
+            else:
+                app.router.add_route(route.method, route.path, route.handler)
         return app
 
     # -- the guard -------------------------------------------------------------------
@@ -148,6 +165,10 @@ class LiveApp:
             return self._refuse(request, 403, f"this live view answers only to {where}", "Host not allowed")
         if not auth.fetch_site_allowed(request.headers.get("Sec-Fetch-Site")):
             return self._refuse(request, 403, "requests from other sites are refused; open the live view directly", "cross-site request")
+        if request.method != "GET":
+            reason = auth.state_change_refusal(request.headers, "https" if opts.tls else "http")
+            if reason is not None:
+                return self._refuse(request, 403, f"refused: {reason} (the live view's own page sends it)", "state change without CSRF proof")
         if opts.token is None:
             return None
         wait = self.limiter.retry_after(client)

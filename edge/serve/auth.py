@@ -9,7 +9,7 @@ import hmac
 import ipaddress
 import time
 from collections import deque
-from typing import Callable
+from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 from edge.serve.options import is_loopback
@@ -62,6 +62,34 @@ def host_allowed(host_header: str, off_loopback: bool, names: frozenset[str]) ->
 def fetch_site_allowed(value: str | None) -> bool:
     """False for a browser request made by another site (Sec-Fetch-Site)."""
     return value is None or value.strip().lower() in ALLOWED_FETCH_SITES
+
+
+#: The header a state-changing request must carry. A cross-site <form> cannot set headers,
+#: and a cross-site fetch() that sets one needs a CORS preflight, which this server never grants.
+ACTION_HEADER = "X-Tledge-Action"
+
+
+def state_change_refusal(headers: Mapping[str, str], scheme: str) -> str | None:
+    """Why a POST (a state change) must be refused as possibly cross-site; None when it may go on.
+
+    Besides the token (whose cookie is SameSite=Strict) and Sec-Fetch-Site, a POST must
+    carry `ACTION_HEADER` and a JSON body, and an `Origin`, when sent, must be this server.
+    """
+    if not headers.get(ACTION_HEADER):
+        return f"a state-changing request must carry the {ACTION_HEADER} header"
+    content_type = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        return "a state-changing request must send its body as application/json"
+    origin = headers.get("Origin")
+    if origin is not None:
+        try:
+            parts = urlsplit(origin)
+            same = parts.scheme == scheme and parts.netloc.lower() == headers.get("Host", "").lower() and not parts.path.strip("/")
+        except ValueError:
+            same = False
+        if not same:
+            return "the request's Origin is another site"
+    return None
 
 
 def bearer(authorization: str) -> str | None:

@@ -46,8 +46,10 @@ class LiveViewSink:
     ...     Pipeline(classifier, source, [sink]).run()
     """
 
-    def __init__(self, options: ServeOptions, model_info: ModelInfo) -> None:
+    def __init__(self, options: ServeOptions, model_info: ModelInfo, labelling: Any = None) -> None:
+        """`labelling`: a `serve.labelling.LabelDesk` to add the labelling panel (`run --label-into`)."""
         self.options = options
+        self._labelling = labelling
         self._web = import_web()
         self._assets = load_assets()
         self._model = model_summary(model_info)
@@ -73,7 +75,7 @@ class LiveViewSink:
             ) from None
 
     @classmethod
-    def from_cli(cls, serve: str, token: str | None, model_info: ModelInfo, **overrides: Any) -> "LiveViewSink":
+    def from_cli(cls, serve: str, token: str | None, model_info: ModelInfo, labelling: Any = None, **overrides: Any) -> "LiveViewSink":
         """Build from `--serve [HOST:]PORT` and `--token`; says once on stderr where to look.
 
         Off loopback without a token, a random one is generated and the full URL with it
@@ -83,7 +85,7 @@ class LiveViewSink:
         network = overrides.get("network")
         generated = token is None and (network if network is not None else not is_loopback(host))
         options = ServeOptions(host=host, port=port, token=new_token() if generated else token, **overrides)
-        sink = cls(options, model_info)
+        sink = cls(options, model_info, labelling)
         if options.off_loopback:
             print(f"note: the live view is open to the network at {sink.url} (token required)"
                   + ("" if options.tls else "; without --tls-cert it travels unencrypted"), file=sys.stderr)
@@ -166,7 +168,7 @@ class LiveViewSink:
                                           reuse_address=True, backlog=128)
         try:
             port = server.sockets[0].getsockname()[1]
-            app = LiveApp(opts, port, self._model, self._assets, self._bridge, self._guard, self._web)
+            app = LiveApp(opts, port, self._model, self._assets, self._bridge, self._guard, self._web, self._labelling)
             # No access log (one line per request is noise on a device); bad requests log one line each.
             runner = web.AppRunner(app.build(), access_log=None, handle_signals=False, shutdown_timeout=2.0,
                                    logger=OneLineLog(opts.token), keepalive_timeout=opts.header_timeout_s + 5)

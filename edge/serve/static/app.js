@@ -87,10 +87,94 @@
     };
   }
 
+  // The labelling panel (run --label-into): present only when api/uncertain answers.
+  const ACTION_HEADERS = { "Content-Type": "application/json", "X-Tledge-Action": "1" };  // the server's CSRF check
+
+  function showMessage(text) {
+    $("uncertain-message").textContent = text;
+  }
+
+  function post(path, body) {
+    return fetch(path, { method: "POST", headers: ACTION_HEADERS, body: JSON.stringify(body), credentials: "same-origin" })
+      .then((response) => response.json().then((data) => (response.ok ? data : Promise.reject(new Error(data.error || response.status)))));
+  }
+
+  function act(li, path, body, done) {
+    for (const el of li.querySelectorAll("button, input")) el.disabled = true;
+    post(path, body)
+      .then((data) => { li.remove(); showMessage(done(data)); $("uncertain-count").textContent = "(" + $("uncertain-list").children.length + ")"; })
+      .catch((error) => { showMessage(error.message); for (const el of li.querySelectorAll("button, input")) el.disabled = false; });
+  }
+
+  function button(text, className, onClick) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = text;
+    if (className) b.className = className;
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  function frameCard(frame, labels) {
+    const li = document.createElement("li");
+    li.dataset.name = frame.name;
+    const base = "api/uncertain/" + encodeURIComponent(frame.name);
+    const img = document.createElement("img");
+    img.src = base;
+    img.alt = "saved frame " + frame.name;
+    const why = document.createElement("p");
+    why.className = "why";
+    why.textContent = frame.top.map((t) => t.label + " " + percent(t.score)).join(" · ") + " — " + frame.reasons.map((r) => r.replace(/_/g, " ")).join(", ");
+    const actions = document.createElement("div");
+    actions.className = "actions";
+    const filed = (data) => "filed " + data.filed + " as " + data.label;
+    for (const label of labels) {
+      actions.appendChild(button(label, "", () => act(li, base + "/label", { label: label }, filed)));
+    }
+    const input = document.createElement("input");
+    input.placeholder = "new label";
+    input.setAttribute("aria-label", "new label for " + frame.name);
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && input.value) act(li, base + "/label", { label: input.value }, filed);
+    });
+    actions.appendChild(input);
+    actions.appendChild(button("file", "", () => act(li, base + "/label", { label: input.value }, filed)));
+    actions.appendChild(button("discard", "discard", () => act(li, base + "/discard", {}, (d) => "discarded " + d.discarded)));
+    li.append(img, why, actions);
+    return li;
+  }
+
+  function showUncertain(body) {
+    $("uncertain").hidden = false;
+    const list = $("uncertain-list");
+    const active = document.activeElement;
+    if (active && active.tagName === "INPUT" && list.contains(active)) return;  // the user is typing a label
+    const shown = new Set([...list.children].map((li) => li.dataset.name));
+    const wanted = new Set(body.frames.map((f) => f.name));
+    for (const li of [...list.children]) if (!wanted.has(li.dataset.name)) li.remove();
+    for (const frame of body.frames) if (!shown.has(frame.name)) list.appendChild(frameCard(frame, body.labels));
+    $("uncertain-count").textContent = "(" + body.frames.length + ")";
+  }
+
+  function pollUncertain() {
+    fetch("api/uncertain")
+      .then((response) => {
+        if (response.status === 404) return null;  // no --label-into: no panel
+        return response.ok ? response.json() : Promise.reject(new Error(response.status));
+      })
+      .then((body) => {
+        if (body === null) return;
+        showUncertain(body);
+        setTimeout(pollUncertain, 3000);
+      })
+      .catch(() => setTimeout(pollUncertain, 5000));
+  }
+
   fetch("api/model")
     .then((response) => (response.ok ? response.json() : Promise.reject(new Error(response.status))))
     .then(showModel)
     .catch(() => setStatus("lost", "cannot read the model"));
   startStream();
   startEvents();
+  pollUncertain();
 })();
