@@ -12,6 +12,9 @@
     ├── ExportError                  conversion or verification failed
     ├── WeightsError                 ImageNet weights cannot be found or loaded
     ├── OutputError                  a result (training run, log) cannot be written: disk full, permissions
+    ├── DecisionError                a --threshold override or a bundle's thresholds are unusable
+    ├── EventOutputError             an event output (MQTT, webhook, exec, queue) cannot start
+    │   └── OutputUsageError         ... because of what the user gave: bad URL, wrong credentials
     └── MissingExtraError            an optional dependency group is not installed
 
 Library code raises these; only the CLI turns them into exit codes.
@@ -62,6 +65,18 @@ class ExportError(TledgeError):
 
 class OutputError(TledgeError):
     """A result cannot be written (disk full, read-only or unwritable folder)."""
+
+
+class DecisionError(TledgeError):
+    """A decision threshold (a --threshold override or the bundle's) is unusable."""
+
+
+class EventOutputError(TledgeError):
+    """An event output (MQTT, webhook, exec, on-disk queue) cannot be set up or started."""
+
+
+class OutputUsageError(EventOutputError):
+    """An event output was given a malformed URL or rejected credentials (a usage error)."""
 
 
 class WeightsError(TledgeError):

@@ -26,6 +26,7 @@ from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
+from edge.decision import DecisionPolicy
 from edge.errors import SourceError
 from edge.results import FrameResult
 from edge.sinks import Sink, StopPipeline
@@ -75,6 +76,7 @@ class PipelineOptions:
     preprocess_in_capture: bool = True  # crop/resize/quantize in the capture thread, off the inference thread
     stats_window: int = 300  # frames behind the moving fps and latency percentiles
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    decision: DecisionPolicy | None = None  # per-class thresholds -> FrameResult.decision (a class or "unknown")
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.smooth < 1 or self.stats_window < 2:
@@ -351,7 +353,11 @@ class Pipeline:
         latencies.append(latency_ms)
         ticks.append(now)
         fps = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 and ticks[-1] > ticks[0] else 0.0
-        return FrameResult(item.index, item.timestamp, top, latency_ms, fps, self._slot.dropped)
+        decision = None
+        if self.options.decision is not None:
+            best = int(np.argmax(smoothed))
+            decision = self.options.decision.decide(best, float(smoothed[best]))
+        return FrameResult(item.index, item.timestamp, top, latency_ms, fps, self._slot.dropped, decision)
 
     def _close_all(self, thread: threading.Thread) -> None:
         if thread.is_alive():  # a blocked camera read: never close a device under a reader

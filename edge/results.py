@@ -20,10 +20,15 @@ class FrameResult:
     latency_ms: float  # preprocess + invoke + postprocess of this frame
     fps: float  # loop frames per second (moving)
     dropped: int  # frames dropped so far (freshest-frame policy)
+    #: The decided label (edge/decision.py): the top-1 class, or "unknown" below its
+    #: threshold. None when the pipeline runs without a decision policy.
+    decision: str | None = None
 
     @property
     def label(self) -> str | None:
-        """The best label, or None when no class reaches the threshold."""
+        """The decision when there is one, else the best label (None when no class reaches the threshold)."""
+        if self.decision is not None:
+            return self.decision
         return self.top[0][1] if self.top else None
 
     @property

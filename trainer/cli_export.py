@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainer.export_config import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, IOType, QuantizationMode
+from trainer.thresholds_report import ThresholdMode, render_thresholds
 
 _HELP = """Convert a training run to a verified, self-describing .tflite bundle.
 
@@ -74,6 +75,7 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     )
     verdict = "passed" if report["passed"] else ("accepted with --accept-drop" if report["accepted_drop"] else "FAILED")
     console.print(f"accuracy drop {report['drop_points']:.2f} points (limit {report['max_drop_points']:g}): {verdict}", highlight=False)
+    render_thresholds(report.get("thresholds"), console)
 
 
 def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
@@ -93,6 +95,8 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         accept_drop: bool = typer.Option(False, "--accept-drop", help="Write the bundle even when accuracy drops more than --max-drop."),
         threads: Optional[int] = typer.Option(None, min=1, help="Interpreter threads for verification (default: all cores, at most 4)."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout (progress stays on stderr)."),
+        target_precision: float = typer.Option(0.95, "--target-precision", min=0.01, max=1.0, help="Per-class decision thresholds reaching this precision on val (below them: unknown)."),
+        thresholds: ThresholdMode = typer.Option(ThresholdMode.AUTO, "--thresholds", help="auto: choose per-class thresholds; none: store none (devices decide top-1)."),
     ) -> None:
         from trainer.deps import require_tensorflow
 
@@ -105,6 +109,7 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         options = ExportOptions(
             quantization=chosen, io_type=io or IOType.UINT8, calibration_images=calibration_images, out=out,
             force=force, max_drop=max_drop, accept_drop=accept_drop, threads=threads,
+            target_precision=None if thresholds is ThresholdMode.NONE else target_precision,
         )
         err = Console(file=sys.stderr)
         stdout = Console()

@@ -34,7 +34,8 @@ from trainer.export_config import (
 )
 from trainer.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
 from trainer.tflite_inspect import TfliteSummary, inspect_tflite
-from trainer.verify import bundle_metrics, judge, verify
+from trainer.thresholds_hook import thresholds_section
+from trainer.verify import bundle_metrics, judge, verify_detailed
 
 __all__ = ["ExportOptions", "ExportResult", "IOType", "QuantizationMode", "RunInfo", "export", "load_run", "CalibrationWarning"]
 
@@ -232,7 +233,7 @@ def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptio
     with BundleStaging(target, options.force) as stage:
         staged = stage.write(MODEL_NAME, embed_metadata(raw, facts, bundle_info(facts, summary, None)))
         log("verifying with the edge runtime on val + test")
-        measured = verify(model, staged, {"val": run.splits["val"], "test": run.splits["test"]}, run.labels, options.threads)
+        measured, predictions = verify_detailed(model, staged, {"val": run.splits["val"], "test": run.splits["test"]}, run.labels, options.threads)
         report = {
             "quantization": options.quantization.value,
             "io": summary.inputs[0].dtype.lower(),
@@ -245,7 +246,8 @@ def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptio
             **measured,
         }
         report = judge(report, options.max_drop, options.accept_drop)
-        info = bundle_info(facts, summary, bundle_metrics(report))
+        report, decision = thresholds_section(report, predictions, run.labels, options.target_precision, log)
+        info = {**bundle_info(facts, summary, bundle_metrics(report)), **decision}
         final = embed_metadata(raw, facts, info)
         if not _same_outputs(staged.read_bytes(), final, summary.inputs[0].shape, summary.inputs[0].dtype):
             raise ExportError("Re-embedding the metadata changed the model's outputs; please report this bug")

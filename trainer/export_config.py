@@ -52,6 +52,7 @@ class ExportOptions:
     threads: int | None = None  # interpreter threads for verification; None: runtime default
     seed: int = 0  # calibration sampling
     bias_correction: bool = True  # int8: cancel the mean shift of weight rounding (trainer/bias_correction.py)
+    target_precision: float | None = 0.95  # per-class decision thresholds (trainer/thresholds.py); None: none
 
     def __post_init__(self) -> None:
         # Coerce plain strings (from JSON or scripts) to the enums once, at the boundary.
