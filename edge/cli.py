@@ -154,6 +154,7 @@ def run(
     ha_discovery: bool = typer.Option(False, "--ha-discovery", help="With --mqtt: announce a label and a confidence sensor to Home Assistant."),
     webhook: Optional[str] = typer.Option(None, "--webhook", help="POST each event as JSON to this http(s):// URL (retried with backoff)."),
     webhook_secret: Optional[str] = typer.Option(None, "--webhook-secret", envvar="TLEDGE_WEBHOOK_SECRET", help="Sign webhook bodies: X-Tledge-Signature: sha256=HMAC (or TLEDGE_WEBHOOK_SECRET)."),
+    webhook_timeout: float = typer.Option(5.0, "--webhook-timeout", min=0.1, help="Seconds per webhook request before it is retried."),
     exec_command: Optional[str] = typer.Option(None, "--exec", help="Run this command per event; fields in TLEDGE_* environment variables, never in the command line."),
     exec_timeout: float = typer.Option(10.0, "--exec-timeout", min=0.1, help="Seconds before a --exec command is terminated."),
     queue_dir: Optional[Path] = typer.Option(None, "--queue-dir", help="On-disk queue for --mqtt / --webhook while the receiver is away (default: ~/.cache/tledge/queue/DEVICE)."),
@@ -177,7 +178,7 @@ def run(
     )
     outputs = OutputsConfig(
         device=device or default_device(), events_jsonl=events, mqtt_url=mqtt, ha_discovery=ha_discovery, webhook_url=webhook,
-        webhook_secret=webhook_secret, exec_command=exec_command, exec_timeout_s=exec_timeout, queue_dir=queue_dir,
+        webhook_secret=webhook_secret, webhook_timeout_s=webhook_timeout, exec_command=exec_command, exec_timeout_s=exec_timeout, queue_dir=queue_dir,
         queue_max=queue_max, flush_timeout_s=flush_timeout, hold=hold, min_duration_s=min_duration, model_name=clf.info.name,
     )
     _usage_checked(check_outputs, outputs)
