@@ -107,7 +107,7 @@ def fleet_main(args: argparse.Namespace) -> None:
     load_after = os.getloadavg()[0]
     sent = sum(s.get("submitted", 0) for s in summaries)
     delivered = sum(s.get("delivered", 0) for s in summaries)
-    unique: dict[str, dict[str, Any]] = {}
+    unique: dict[str, dict[str, Any]] = {}  # id -> event
     out_of_order, last_seq = 0, {}
     for _, event in received:
         if event["id"] in unique:
@@ -117,6 +117,12 @@ def fleet_main(args: argparse.Namespace) -> None:
         if event["seq"] < last_seq.get(device, -1):
             out_of_order += 1
         last_seq[device] = event["seq"]
+    queued_ids = set()
+    for root in queue_root.glob("*/*.json"):
+        try:
+            queued_ids.add(json.loads(root.read_text())["id"])
+        except (OSError, ValueError, KeyError):
+            pass
     times = [t for t, _ in received]
     span = (max(times) - min(times)) if len(times) > 1 else 0.0
     result = {
@@ -129,8 +135,11 @@ def fleet_main(args: argparse.Namespace) -> None:
         "events_delivered_acked": delivered,
         "events_received_unique": len(unique),
         "duplicates": len(received) - len(unique),
-        "lost": sent - len(unique),
+        # Queued events stay on the device's disk for its next run: late, not lost. An
+        # event can be both received and queued (its PUBACK had not come back at exit).
         "still_queued_on_devices": sum(s.get("queued", 0) for s in summaries),
+        "unsaved_at_exit_on_devices": sum(s.get("unsaved", 0) for s in summaries),
+        "lost": sent - len(set(unique) | queued_ids),
         "overflowed": sum(s.get("overflowed", 0) for s in summaries),
         "out_of_order": out_of_order,
         "broker_side_rate_events_per_s": round(len(received) / span, 2) if span else None,

@@ -103,7 +103,9 @@ class ExecOutput:
             busy = self._running.get(event.label)
             if busy is not None and busy.poll() is None:
                 self.skipped += 1
-                log.warning("exec: the command for %r is still running; %s event %s skipped", event.label, event.kind.value, event.id)
+                if self.skipped == 1 or self.skipped % 100 == 0:  # counted always, said now and then
+                    log.warning("exec: the command for %r is still running; %s event %s skipped (%d so far)",
+                                event.label, event.kind.value, event.id, self.skipped)
                 return
             try:
                 process = subprocess.Popen(

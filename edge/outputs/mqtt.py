@@ -85,7 +85,7 @@ class MqttOptions:
         return f"{self.prefix}/{self.device}/{leaf}"
 
 
-def _paho() -> Any:
+def require_paho() -> Any:
     try:
         import paho.mqtt.client as client
     except ModuleNotFoundError:
@@ -124,7 +124,8 @@ class MqttOutput(QueuedOutput):
         self._first_answer = threading.Event()
         self._auth_error: str | None = None
         self._state: dict[str, Any] | None = None
-        mqtt = _paho()
+        self._closing = False  # our own disconnect is not worth a warning
+        mqtt = require_paho()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"tledge-{options.device}", clean_session=True)
         if options.username:
             self.client.username_pw_set(options.username, options.password)
@@ -157,7 +158,7 @@ class MqttOutput(QueuedOutput):
         self._first_answer.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._closing:
             log.warning("mqtt: lost %s:%d (%s); events are queued on disk until it is back", self.options.host, self.options.port, reason)
         self._connected.clear()
 
@@ -205,6 +206,7 @@ class MqttOutput(QueuedOutput):
         return Outcome.DELIVERED
 
     def on_closed(self) -> None:
+        self._closing = True
         if self._connected.is_set():
             info = self.client.publish(self.options.topic("availability"), "offline", qos=1, retain=True)
             try:

@@ -105,10 +105,10 @@ def build_events_sink(config: OutputsConfig, stream: IO[str] | None = None) -> E
             outputs.append(WebhookOutput(webhook, DiskQueue(config.queue_path("webhook"), config.queue_max)))
             outputs[-1].start()
         if config.mqtt_url:
-            from edge.outputs.mqtt import MqttOptions, MqttOutput, _paho
+            from edge.outputs.mqtt import MqttOptions, MqttOutput, require_paho
             from edge.outputs.queue import DiskQueue
 
-            _paho()  # the install hint before any folder is made
+            require_paho()  # the install hint before any folder is made
             mqtt = MqttOptions.from_url(config.mqtt_url, config.device, ha_discovery=config.ha_discovery, model_name=config.model_name)
             output = MqttOutput(mqtt, DiskQueue(config.queue_path("mqtt"), config.queue_max))
             outputs.append(output)

@@ -80,11 +80,16 @@ class QueuedOutput:
 
     # -- the worker ------------------------------------------------------------------------
     def _persist_pending(self) -> None:
+        """Move what `submit` handed over onto disk. Records leave the deque only once
+        written, so the summary never loses sight of one caught in between."""
         with self._cond:
             batch = list(self._pending)
-            self._pending.clear()
-        for record in batch:
-            self.queue.put(record)
+        if not batch:
+            return
+        self.queue.put_many(batch)
+        with self._cond:
+            for _ in batch:
+                self._pending.popleft()
 
     def _expired(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
@@ -144,13 +149,15 @@ class QueuedOutput:
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
-        left = len(self.queue) + len(self._pending)
+        unsaved = len(self._pending)  # only when close() gave up on a worker still writing
+        left = len(self.queue)
         numbers = {
             "submitted": self.submitted,
             "delivered": self.delivered,
             "rejected": self.rejected,
             "retries": self.retries,
             "queued": left,
+            "unsaved": unsaved,
             "overflowed": self.queue.overflowed,
             "write_failed": self.queue.write_failed,
             "queue_dir": str(self.queue.directory),
@@ -162,6 +169,8 @@ class QueuedOutput:
             line += f", {self.queue.overflowed} refused by the full queue"
         if self.rejected:
             line += f", {self.rejected} rejected by the receiver"
+        if unsaved:
+            line += f", {unsaved} never reached the disk queue and are lost (the disk was too slow before the deadline)"
         if self.queue.write_failed:
             line += f", {self.queue.write_failed} lost to queue write errors"
         return {**numbers, "line": line}

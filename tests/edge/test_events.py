@@ -48,3 +48,14 @@ def test_finish_ends_the_active_event_with_the_reason() -> None:
 def test_bad_options_are_refused() -> None:
     with pytest.raises(ValueError):
         EventOptions(hold=0)
+
+
+def test_mqtt_without_paho_says_which_extra_to_install(monkeypatch) -> None:
+    import sys
+
+    from edge.errors import MissingExtraError
+    from edge.outputs.mqtt import require_paho
+
+    monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)  # as if paho-mqtt were not installed
+    with pytest.raises(MissingExtraError, match=r'pip install "tledge\[mqtt\]"'):
+        require_paho()
