@@ -142,3 +142,29 @@ def test_predict_and_run_honour_thresholds_with_unknown_as_a_label(colour_bundle
     result = tledge("run", colour_bundle, "--source", colour_video[0], "--display", "off", "--threshold", "1.0", "--threshold", "red=0.2")
     labels = {json.loads(line)["label"] for line in result.stdout.splitlines()}
     assert labels == {"red", "unknown"}
+
+
+@needs_broker
+def test_a_device_that_dies_goes_offline_through_its_last_will(colour_bundle, colour_video, tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "b").start()
+    sub = Subscriber(broker.port, "t/door/availability")
+    cmd = [sys.executable, "-m", "trainer.cli", "run", str(colour_bundle), "--source", str(colour_video[0]), "--loop", "--realtime",
+           "--display", "off", "--events", "--device", "door", "--mqtt", f"{broker.url}/t", "--queue-dir", str(tmp_path / "q")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
+    try:
+        proc.stdout.readline()  # running: an event came out
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not sub.on("availability"):
+            time.sleep(0.05)
+        assert sub.on("availability")[-1].payload == b"online"
+        proc.kill()  # no goodbye: only the broker's last will can say it
+        proc.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sub.on("availability")[-1].payload != b"offline":
+            time.sleep(0.05)
+        assert sub.on("availability")[-1].payload == b"offline"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()
+        broker.kill()
