@@ -78,3 +78,19 @@ def test_tiny_val_falls_back_to_out_of_fold_over_val_and_test() -> None:
     pool = SplitScores(np.concatenate([val.scores, test.scores]), np.concatenate([val.truth, test.truth]))
     oof = out_of_fold(pool.scores, pool.truth, 3, 0.95, 5, 0)
     assert metrics(oof[:12], val.truth, ["a", "b", "c"]) == result["splits"]["val"]
+
+
+def test_report_table_shows_thresholds_precision_recall_and_coverage() -> None:
+    from rich.console import Console
+
+    from trainer.thresholds_report import render_thresholds
+
+    section = select({"val": _noisy(300, 1), "test": _noisy(300, 2)}, ["a", "b", "c"], ThresholdOptions(0.95))
+    section["classes"]["c"] = None  # as for a class that cannot reach the target
+    console = Console(record=True, width=200)
+    render_thresholds(section, console)
+    text = console.export_text()
+    assert "val precision" in text and "test recall" in text and "never" in text and "coverage" in text
+    console = Console(record=True, width=200)
+    render_thresholds(None, console)
+    assert "decision thresholds: none" in console.export_text()
