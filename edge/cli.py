@@ -35,6 +35,21 @@ ModelArg = typer.Argument(..., exists=True, help="A bundle folder, its manifest.
 LabelsOpt = typer.Option(None, "--labels", exists=True, dir_okay=False, help="Labels file (one per line) for a .tflite without embedded labels.")
 ThreadsOpt = typer.Option(None, "--threads", min=1, max=64, help="Interpreter threads (default: CPU cores, at most 4).")
 DelegateOpt = typer.Option(None, "--delegate", help="Delegate library to load, e.g. libedgetpu.so.1 for a Coral Edge TPU.")
+ThresholdOpt = typer.Option(
+    None, "--threshold", "-t", help="Decision threshold overriding the bundle's: 0.8 (every class) or LABEL=0.9 (repeatable). Below it: unknown."
+)
+
+
+def _decision_policy(clf: Any, overrides: Optional[list[str]]) -> Any:
+    """The bundle's per-class thresholds with --threshold applied; bad overrides are usage errors."""
+    from edge.decision import DecisionPolicy
+    from edge.errors import DecisionError
+
+    labels = clf.labels
+    try:
+        return DecisionPolicy.for_model(labels, clf.info.manifest, overrides or ())
+    except DecisionError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--threshold") from None
 
 
 def _setup_logging() -> None:
@@ -78,6 +93,7 @@ def predict(
     threads: Optional[int] = ThreadsOpt,
     delegate: Optional[str] = DelegateOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per image on stdout instead of a table."),
+    threshold: Optional[list[str]] = ThresholdOpt,
 ) -> None:
     """Classify image files with a bundle or .tflite."""
     from edge.errors import ImageError
@@ -85,7 +101,8 @@ def predict(
 
     clf = _load_classifier(model, labels, threads, delegate)
     self_test_at_start(clf)
-    rows: list[tuple[Path, Any]] = []
+    policy = _decision_policy(clf, threshold)
+    rows: list[tuple[Path, Any, str]] = []
     failed = 0
     for path in images:
         try:
@@ -94,10 +111,11 @@ def predict(
             typer.secho(f"skipped: {exc}", fg=typer.colors.YELLOW, err=True)
             failed += 1
             continue
-        rows.append((path, prediction))
+        decision = policy.decide(prediction.index, prediction.score)
+        rows.append((path, prediction, decision))
         if as_json:
             top = [{"index": i, "label": label, "score": round(score, 6)} for i, label, score in prediction.top]
-            record = {"path": str(path), "label": prediction.label, "score": round(prediction.score, 6), "top": top, "latency_ms": round(prediction.latency_ms, 3)}
+            record = {"path": str(path), "label": decision, "score": round(prediction.score, 6), "top": top, "latency_ms": round(prediction.latency_ms, 3)}
             typer.echo(_json_line(record))
     if not as_json and rows:
         _print_table(rows)
@@ -116,14 +134,15 @@ def _json_line(record: dict[str, Any]) -> str:
     return text
 
 
-def _print_table(rows: list[tuple[Path, Any]]) -> None:
+def _print_table(rows: list[tuple[Path, Any, str]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("image", "rank", "label", "score", "ms")
-    for path, prediction in rows:
+    table = Table("image", "decision", "rank", "label", "score", "ms")
+    for path, prediction, decision in rows:
         for rank, (_, label, score) in enumerate(prediction.top, start=1):
-            table.add_row(str(path) if rank == 1 else "", str(rank), label, f"{score:.3f}", f"{prediction.latency_ms:.1f}" if rank == 1 else "")
+            first = rank == 1
+            table.add_row(str(path) if first else "", decision if first else "", str(rank), label, f"{score:.3f}", f"{prediction.latency_ms:.1f}" if first else "")
     Console().print(table)
 
 
@@ -150,7 +169,7 @@ def run(
     delegate: Optional[str] = DelegateOpt,
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="Classes reported per frame."),
     smooth: int = typer.Option(1, "--smooth", min=1, help="Moving average over this many frames' scores (1 = off)."),
-    threshold: float = typer.Option(0.0, "--threshold", "-t", min=0.0, max=1.0, help="Report only classes scoring at least this (after smoothing)."),
+    threshold: Optional[list[str]] = ThresholdOpt,
     loop: bool = typer.Option(False, "--loop", help="Video files: start again at the end."),
     realtime: bool = typer.Option(False, "--realtime", help="Video files: play at the file's frame rate and drop frames like a camera."),
     as_json: Optional[bool] = typer.Option(None, "--json/--no-json", help="JSON lines on stdout (default: on when no window is shown)."),
@@ -181,10 +200,25 @@ def run(
         None, "--label-into", file_okay=False,
         help="With --serve and --save-uncertain: a panel in the live view files saved frames into DATA/<label>/ (the training layout).",
     ),
+    events: bool = typer.Option(False, "--events", help="JSON lines carry start/end events instead of one line per frame."),
+    hold: int = typer.Option(3, "--hold", min=1, help="Events: a new decision must hold this many frames (hysteresis)."),
+    min_duration: float = typer.Option(0.0, "--min-duration", min=0.0, help="Events: ... and at least this many seconds."),
+    device: Optional[str] = typer.Option(None, "--device", help="Device name in events, MQTT topics and queue folders (default: host name)."),
+    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="Publish events to mqtt://USER:PASS@HOST:PORT/PREFIX (mqtts:// for TLS; user, password, port optional; password also from TLEDGE_MQTT_PASSWORD)."),
+    ha_discovery: bool = typer.Option(False, "--ha-discovery", help="With --mqtt: announce a label and a confidence sensor to Home Assistant."),
+    webhook: Optional[str] = typer.Option(None, "--webhook", help="POST each event as JSON to this http(s):// URL (retried with backoff)."),
+    webhook_secret: Optional[str] = typer.Option(None, "--webhook-secret", envvar="TLEDGE_WEBHOOK_SECRET", help="Sign webhook bodies: X-Tledge-Signature: sha256=HMAC (or TLEDGE_WEBHOOK_SECRET)."),
+    webhook_timeout: float = typer.Option(5.0, "--webhook-timeout", min=0.1, help="Seconds per webhook request before it is retried."),
+    exec_command: Optional[str] = typer.Option(None, "--exec", help="Run this command per event; fields in TLEDGE_* environment variables, never in the command line."),
+    exec_timeout: float = typer.Option(10.0, "--exec-timeout", min=0.1, help="Seconds before a --exec command is terminated."),
+    queue_dir: Optional[Path] = typer.Option(None, "--queue-dir", help="On-disk queue behind --mqtt / --webhook, where events wait while the receiver is away (default: ~/.cache/tledge/queue/DEVICE)."),
+    queue_max: int = typer.Option(10_000, "--queue-max", min=1, help="Events the on-disk queue holds; more are refused and counted."),
+    flush_timeout: float = typer.Option(5.0, "--flush-timeout", min=0.0, help="At exit: seconds to keep delivering queued events (the rest stays queued for the next run)."),
 ) -> None:
     """Classify a live camera, stream, video or image folder continuously."""
     from edge.pipeline import Pipeline, PipelineOptions, ReconnectPolicy, stop_on_signals
     from edge.sinks import CsvSink, JsonLinesSink, WindowSink, wants_window
+    from edge.outputs.setup import OutputsConfig, build_events_sink, check_outputs, default_device
     from edge.sources import open_source
 
     from edge.runtime import pipeline_threads
@@ -208,24 +242,34 @@ def run(
         self_test_at_start(clf)
     src = open_source(source, model_size=clf.input_size)
     options = PipelineOptions(
-        top_k=top_k, smooth=smooth, threshold=threshold, realtime=realtime, loop=loop, max_frames=max_frames,
-        reconnect=ReconnectPolicy(max_attempts=reconnect_attempts),
+        top_k=top_k, smooth=smooth, realtime=realtime, loop=loop, max_frames=max_frames,
+        reconnect=ReconnectPolicy(max_attempts=reconnect_attempts), decision=_decision_policy(clf, threshold),
+        threshold_overrides=tuple(threshold or ()),
     )
+    outputs = OutputsConfig(
+        device=device or default_device(), events_jsonl=events, mqtt_url=mqtt, ha_discovery=ha_discovery, webhook_url=webhook,
+        webhook_secret=webhook_secret, webhook_timeout_s=webhook_timeout, exec_command=exec_command, exec_timeout_s=exec_timeout, queue_dir=queue_dir,
+        queue_max=queue_max, flush_timeout_s=flush_timeout, hold=hold, min_duration_s=min_duration, model_name=clf.info.name,
+    )
+    _usage_checked(check_outputs, outputs)
     sinks: list[Any] = []
     try:
         show = wants_window(display)
         if show:
             sinks.append(WindowSink(f"tledge - {clf.info.name}"))
-        if as_json if as_json is not None else not show:
+        if (as_json if as_json is not None else not show) and not events:
             sinks.append(JsonLinesSink(sys.stdout, on_change=on_change))
             if watcher is not None:
                 from edge.watch import EventLinesSink
 
                 sinks.append(EventLinesSink(sys.stdout))
+        events_sink = _usage_checked(build_events_sink, outputs)
+        if events_sink is not None:
+            sinks.append(events_sink)
         if csv_path is not None:
             sinks.append(CsvSink(csv_path))
         if save_uncertain is not None:
-            sinks.append(_uncertain_sink(save_uncertain, clf, threshold, uncertain_margin, save_rate, save_max_mb))
+            sinks.append(_uncertain_sink(save_uncertain, clf, uncertain_margin, save_rate, save_max_mb))
         if serve:
             desk = _label_desk(save_uncertain, label_into, clf.labels) if label_into is not None and save_uncertain is not None else None
             sinks.append(_live_view_sink(serve, token, clf.info, allow_host, tls_cert, tls_key, serve_network, desk))
@@ -249,6 +293,16 @@ def run(
         raise TledgeError(f"{stats.reason}; check the camera or stream (--reconnect-attempts sets how long to retry)")
 
 
+def _usage_checked(func: Callable[..., Any], *args: Any) -> Any:
+    """Call `func`; a bad event-output URL or rejected credentials is a usage error (exit 2)."""
+    from edge.errors import OutputUsageError
+
+    try:
+        return func(*args)
+    except OutputUsageError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _live_view_sink(serve: str, token: Optional[str], info: Any, allow_hosts: list[str], tls_cert: Optional[Path],
                     tls_key: Optional[Path], as_network: bool, desk: Any = None) -> Any:
     """The browser live view (edge/serve/), imported only when --serve is given."""
@@ -260,12 +314,13 @@ def _live_view_sink(serve: str, token: Optional[str], info: Any, allow_hosts: li
     )
 
 
-def _uncertain_sink(folder: Path, clf: Any, threshold: float, margin: float, rate: float, max_mb: float) -> Any:
-    """--save-uncertain: the sink that saves unsure frames (edge/uncertain.py)."""
+def _uncertain_sink(folder: Path, clf: Any, margin: float, rate: float, max_mb: float) -> Any:
+    """--save-uncertain: the sink that saves unsure frames (edge/uncertain.py), judged by the
+    run's decision policy (a frame decided `unknown` is uncertain)."""
     from edge.bundle import sha256_bytes
     from edge.uncertain import UncertainOptions, UncertainSink
 
-    options = UncertainOptions(folder=folder, threshold=threshold, margin=margin, save_per_minute=rate, max_mb=max_mb)
+    options = UncertainOptions(folder=folder, margin=margin, save_per_minute=rate, max_mb=max_mb)
     return UncertainSink(options, tuple(clf.labels), clf.info.name, sha256_bytes(clf.info.model_bytes))
 
 

@@ -13,6 +13,9 @@
     ├── InboxError                   a saved uncertain frame cannot be filed (labelling)
     │   ├── FrameNotFoundError       no such saved frame (a bad name, or already labelled)
     │   └── LabelNameError           a label that cannot be a class folder
+    ├── DecisionError                a --threshold override or a bundle's thresholds are unusable
+    ├── EventOutputError             an event output (MQTT, webhook, exec, queue) cannot start
+    │   └── OutputUsageError         ... because of what the user gave: bad URL, wrong credentials
     └── MissingExtraError            an optional dependency group is not installed
 
 The trainer's own errors (DataError, ExportError, ...) live in `trainer.errors` and
@@ -73,6 +76,18 @@ class FrameNotFoundError(InboxError):
 
 class LabelNameError(InboxError):
     """A label that cannot be a class folder (a path separator, a leading dot, reserved, too long)."""
+
+
+class DecisionError(TledgeError):
+    """A decision threshold (a --threshold override or the bundle's) is unusable."""
+
+
+class EventOutputError(TledgeError):
+    """An event output (MQTT, webhook, exec, on-disk queue) cannot be set up or started."""
+
+
+class OutputUsageError(EventOutputError):
+    """An event output was given a malformed URL or rejected credentials (a usage error)."""
 
 
 class MissingExtraError(TledgeError):

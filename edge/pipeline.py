@@ -31,7 +31,8 @@ from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from edge.errors import SourceError
+from edge.decision import DecisionPolicy
+from edge.errors import DecisionError, SourceError
 from edge.results import FrameResult
 from edge.sinks import Sink, StopPipeline
 from edge.sources import Source
@@ -81,6 +82,8 @@ class PipelineOptions:
     preprocess_in_capture: bool = True  # crop/resize/quantize in the capture thread, off the inference thread
     stats_window: int = 300  # frames behind the moving fps and latency percentiles
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    decision: DecisionPolicy | None = None  # per-class thresholds -> FrameResult.decision (a class or "unknown")
+    threshold_overrides: tuple[str, ...] = ()  # --threshold values, applied again to a hot-swapped model's own thresholds
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.smooth < 1 or self.stats_window < 2:
@@ -181,6 +184,7 @@ class Pipeline:
 
     def __init__(self, classifier: FrameClassifier, source: Source, sinks: Sequence[Sink], options: PipelineOptions | None = None) -> None:
         self.classifier = classifier
+        self.decision = options.decision if options is not None else None  # replaced with the model on a hot swap
         self.source = source
         self.sinks = list(sinks)
         self.options = options or PipelineOptions()
@@ -205,6 +209,20 @@ class Pipeline:
         with self._pending_lock:
             self._pending.append((classifier, tag, dict(event or {})))
 
+    def _decision_for(self, classifier: FrameClassifier) -> tuple[DecisionPolicy, str | None]:
+        """The decision policy of a hot-swapped model: its bundle's thresholds with the run's
+        --threshold overrides; an override naming a class the new model lacks is dropped
+        (said in the event) rather than stopping the stream."""
+        labels = tuple(getattr(classifier, "labels", ()) or ())
+        if not labels:  # a classifier that does not name its classes keeps the policy it had
+            assert self.decision is not None
+            return self.decision, None
+        manifest = getattr(getattr(classifier, "info", None), "manifest", None) or {}
+        try:
+            return DecisionPolicy.for_model(labels, manifest, self.options.threshold_overrides), None
+        except DecisionError as exc:
+            return DecisionPolicy.for_model(labels, manifest), f"--threshold not applied to the new model: {exc}"
+
     def post_event(self, event: dict[str, Any]) -> None:
         """Deliver `event` to every sink with an `on_event(event)` method, from the loop
         thread, between two frames (thread-safe)."""
@@ -218,6 +236,9 @@ class Pipeline:
             events, self._events = self._events, []
         for classifier, tag, event in pending:
             self.classifier, self.model_tag = classifier, tag
+            if self.decision is not None:
+                self.decision, note = self._decision_for(classifier)
+                event = {**event, "decision": self.decision.to_dict(), **({"decision_note": note} if note else {})}
             history.clear()  # scores of another model must not be averaged in
             events.append({**event, "last_frame_before": self._last_index})
         for event in events:
@@ -397,7 +418,11 @@ class Pipeline:
         latencies.append(latency_ms)
         ticks.append(now)
         fps = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 and ticks[-1] > ticks[0] else 0.0
-        return FrameResult(item.index, item.timestamp, top, latency_ms, fps, self._slot.dropped, self.model_tag, scores=smoothed)
+        decision = None
+        if self.decision is not None:
+            best = int(np.argmax(smoothed))
+            decision = self.decision.decide(best, float(smoothed[best]))
+        return FrameResult(item.index, item.timestamp, top, latency_ms, fps, self._slot.dropped, self.model_tag, scores=smoothed, decision=decision)
 
     def _close_all(self, thread: threading.Thread) -> None:
         if thread.is_alive():  # a blocked camera read: never close a device under a reader

@@ -26,10 +26,15 @@ class FrameResult:
     #: Every class's (smoothed) score, before the threshold and top-k cut; for sinks that
     #: judge the decision itself (e.g. `--save-uncertain`). Not part of `to_dict`.
     scores: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: The decided label (edge/decision.py): the top-1 class, or "unknown" below its
+    #: threshold. None when the pipeline runs without a decision policy.
+    decision: str | None = None
 
     @property
     def label(self) -> str | None:
-        """The best label, or None when no class reaches the threshold."""
+        """The decision when there is one, else the best label (None when no class reaches the threshold)."""
+        if self.decision is not None:
+            return self.decision
         return self.top[0][1] if self.top else None
 
     @property

@@ -164,6 +164,8 @@ def draw_overlay(frame_rgb: np.ndarray, result: FrameResult) -> np.ndarray:
     thickness = max(1, round(scale * 2))
     line_h = int(28 * scale) + 4  # pixels
     lines = [f"{label} {score:.2f}" for _, label, score in result.top] or ["(below threshold)"]
+    if result.decision is not None and result.top and result.decision != result.top[0][1]:
+        lines.insert(0, result.decision)  # "unknown": the best class is below its threshold
     lines.append(f"{result.fps:.1f} fps  latency {result.latency_ms:.1f} ms")
     for i, text in enumerate(lines):
         origin = (8, line_h * (i + 1))

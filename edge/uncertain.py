@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from edge import inbox
+from edge.decision import UNKNOWN_LABEL
 from edge.errors import TledgeError
 from edge.results import FrameResult
 
@@ -51,8 +52,8 @@ def is_uncertain(top1: float, top2: float | None, threshold: float, margin: floa
     """The reasons the decision on one frame is uncertain; empty when it is confident.
 
     `top1`/`top2` are the two best (smoothed) scores, `top2` None for a one-class model;
-    `threshold` is the score the decision needs (the run's `--threshold`; per class once
-    edge/decision.py supplies one); `margin` the smallest top-1/top-2 gap that counts as
+    `threshold` is the score the decision needs (the top-1 class's threshold in the run's
+    decision policy, edge/decision.py); `margin` the smallest top-1/top-2 gap that counts as
     sure; `flipped` whether the top-1 class changed since the previous frame.
     """
     reasons = []
@@ -70,7 +71,7 @@ class UncertainOptions:
     """Where and how much `--save-uncertain` saves."""
 
     folder: Path
-    threshold: float = 0.0  # the run's --threshold: below it the decision is unknown
+    threshold: float = 0.0  # frames without a decision (no policy): top-1 below this is uncertain
     margin: float = 0.15  # top-1 minus top-2 below this is uncertain (0 disables)
     save_per_minute: float = 6.0  # frames saved at most, evenly spaced
     max_mb: float = 200.0  # MiB; DIR is not filled beyond this
@@ -154,7 +155,7 @@ class UncertainSink:
         best = ranked[0]
         flipped = self.options.flips and self._previous is not None and best[0] != self._previous
         previous, self._previous = self._previous, best[0]
-        reasons = is_uncertain(best[2], ranked[1][2] if len(ranked) > 1 else None, self.options.threshold, self.options.margin, flipped)
+        reasons = is_uncertain(best[2], ranked[1][2] if len(ranked) > 1 else None, self._threshold(result, best[2]), self.options.margin, flipped)
         if not reasons:
             return
         self.stats.uncertain += 1
@@ -168,6 +169,14 @@ class UncertainSink:
             self._queue.put_nowait((np.array(frame_rgb, copy=True), inbox.new_frame_name(result.index, result.timestamp), sidecar))
         except queue.Full:
             self.stats.busy += 1
+
+    def _threshold(self, result: FrameResult, top1: float) -> float:
+        """The score the frame's top-1 class needed. With a decision policy (edge/decision.py,
+        which follows hot updates) the frame's own decision says it: `unknown` means the
+        class's threshold was not reached (inf: above any score), anything else that it was."""
+        if result.decision is None:
+            return self.options.threshold
+        return math.inf if result.decision == UNKNOWN_LABEL else 0.0
 
     def _ranked(self, result: FrameResult) -> list[tuple[int, str, float]]:
         """Every class, best first (from the full scores; the reported top-k as a fallback)."""
@@ -187,9 +196,9 @@ class UncertainSink:
             "timestamp": round(result.timestamp, 6),  # time.time() at capture, s
             "time": datetime.fromtimestamp(result.timestamp, timezone.utc).isoformat(timespec="milliseconds"),
             "reasons": [r.value for r in reasons],
-            "decision": result.label,  # what the run reported (None below the threshold)
+            "decision": result.decision if result.decision is not None else result.label,  # what the run decided ("unknown" below the threshold)
             "top": [{"index": i, "label": label, "score": round(score, 6)} for i, label, score in ranked[:SIDECAR_TOP]],
-            "criteria": {"threshold": self.options.threshold, "margin": self.options.margin},
+            "criteria": {"threshold": "decision policy" if result.decision is not None else self.options.threshold, "margin": self.options.margin},
             "model": dict(self._model),
         }
         if previous is not None:

@@ -139,7 +139,7 @@ def test_interrupted_export_leaves_no_partial_files_and_keeps_the_old_bundle(uni
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C while verifying: model.tflite is already staged
 
-    monkeypatch.setattr(export_module, "verify", interrupted)
+    monkeypatch.setattr(export_module, "verify_detailed", interrupted)
     target = _copy_bundle(unicode_bundle.bundle_dir, tmp_path)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     with pytest.raises(KeyboardInterrupt):

@@ -13,7 +13,8 @@ from typing import Any, Callable, Optional
 import typer
 
 from trainer.cli.options import DataRootOpt, VerboseOpt
-from trainer.export.options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, IOType, QuantizationMode
+from trainer.export.options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, IOType, QuantizationMode, ThresholdMode
+
 
 _HELP = """Convert a training run to a verified, self-describing .tflite bundle.
 
@@ -59,6 +60,8 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout (progress stays on stderr)."),
         data_root: Optional[Path] = DataRootOpt,
         verbose: bool = VerboseOpt,
+        target_precision: float = typer.Option(0.95, "--target-precision", min=0.01, max=1.0, help="Per-class decision thresholds reaching this precision on val (below them: unknown)."),
+        thresholds: ThresholdMode = typer.Option(ThresholdMode.AUTO, "--thresholds", help="auto: choose per-class thresholds; none: store none (devices decide top-1)."),
     ) -> None:
         from rich.console import Console
 
@@ -76,6 +79,7 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         options = ExportOptions(
             quantization=chosen, io_type=io or IOType.UINT8, calibration_images=calibration_images, out=out,
             force=force, max_drop=max_drop, accept_drop=accept_drop, threads=threads, data_root=data_root,
+            target_precision=None if thresholds is ThresholdMode.NONE else target_precision,
         )
         err = Console(stderr=True)  # sys.stderr looked up on each write (trainer.quiet swaps it)
         stdout = Console()

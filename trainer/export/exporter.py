@@ -23,7 +23,8 @@ from trainer.export.metadata import BundleFacts, bundle_info, embed_metadata, in
 from trainer.export.selftest_writer import write_selftest
 from trainer.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, IOType, QuantizationMode
 from trainer.export.tflite_inspect import TfliteSummary, inspect_tflite
-from trainer.export.verify import bundle_metrics, judge, verify
+from trainer.export.thresholds_hook import thresholds_section
+from trainer.export.verify import bundle_metrics, judge, verify_detailed
 from trainer.run_dir import RunFolder, read_run
 
 __all__ = ["CalibrationWarning", "ExportOptions", "ExportResult", "IOType", "QuantizationMode", "check_file", "export"]
@@ -146,7 +147,7 @@ def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptio
     with BundleStaging(target, options.force) as stage:
         staged = stage.write(MODEL_NAME, embed_metadata(raw, facts, bundle_info(facts, summary, None)))
         log("verifying with the edge runtime on val + test")
-        measured = verify(model, staged, {"val": run.splits["val"], "test": run.splits["test"]}, run.labels, options.threads)
+        measured, predictions = verify_detailed(model, staged, {"val": run.splits["val"], "test": run.splits["test"]}, run.labels, options.threads)
         report = {
             "quantization": options.quantization.value,
             "io": summary.inputs[0].dtype.lower(),
@@ -159,7 +160,8 @@ def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptio
             **measured,
         }
         report = judge(report, options.max_drop, options.accept_drop)
-        info = bundle_info(facts, summary, bundle_metrics(report))
+        report, decision = thresholds_section(report, predictions, run.labels, options.target_precision, log)
+        info = {**bundle_info(facts, summary, bundle_metrics(report)), **decision}
         final = embed_metadata(raw, facts, info)
         if not _same_outputs(staged.read_bytes(), final, summary.inputs[0].shape, summary.inputs[0].dtype):
             raise ExportError("Re-embedding the metadata changed the model's outputs; please report this bug")

@@ -34,6 +34,14 @@ MIN_CALIBRATION_IMAGES = 100
 DEFAULT_MAX_DROP = 2.0
 
 
+
+class ThresholdMode(str, Enum):
+    """`tledge export --thresholds`: choose per-class thresholds (auto) or store none."""
+
+    AUTO = "auto"
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """Everything `trainer.export.export` needs besides the run directory.
@@ -53,6 +61,7 @@ class ExportOptions:
     seed: int = 0  # calibration sampling
     bias_correction: bool = True  # int8: cancel the mean shift of weight rounding (trainer/export/bias_correction.py)
     data_root: Path | None = None  # where the run's images are now, when they moved; None: as recorded
+    target_precision: float | None = 0.95  # per-class decision thresholds (trainer/export/thresholds.py); None: none
 
     def __post_init__(self) -> None:
         # Coerce plain strings (from JSON or scripts) to the enums once, at the boundary.

@@ -44,10 +44,11 @@ class SplitPredictions:
     tflite: np.ndarray  # (n,) int
     total_ms: np.ndarray  # (n,) preprocess + invoke + postprocess, ms
     invoke_ms: np.ndarray  # (n,) interpreter invoke only, ms
+    scores: np.ndarray  # (n, classes) the .tflite's dequantized scores (for thresholds)
 
 
 def _predict_split(model: Any, classifier: Classifier, items: Sequence[Sample], size: tuple[int, int]) -> SplitPredictions:
-    truth, keras_top, tflite_top, total_ms, invoke_ms = [], [], [], [], []
+    truth, keras_top, tflite_top, total_ms, invoke_ms, all_scores = [], [], [], [], [], []
     batch: list[np.ndarray] = []
 
     def flush() -> None:
@@ -68,6 +69,7 @@ def _predict_split(model: Any, classifier: Classifier, items: Sequence[Sample], 
         top = classifier.postprocess(scores, top_k=1)
         end = time.perf_counter()
         tflite_top.append(top[0][0])
+        all_scores.append(np.asarray(scores, dtype=np.float64).reshape(-1))
         total_ms.append((end - start) * 1000.0)
         invoke_ms.append((end - mid) * 1000.0)
         truth.append(int(label))
@@ -81,6 +83,7 @@ def _predict_split(model: Any, classifier: Classifier, items: Sequence[Sample], 
         tflite=np.asarray(tflite_top, dtype=np.int64),
         total_ms=np.asarray(total_ms, dtype=np.float64),
         invoke_ms=np.asarray(invoke_ms, dtype=np.float64),
+        scores=np.stack(all_scores) if all_scores else np.zeros((0, 0)),
     )
 
 
@@ -128,6 +131,17 @@ def verify(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Run the bundle at `bundle` and `model` over `splits` (e.g. val and test); return the report."""
+    return verify_detailed(model, bundle, splits, labels, threads)[0]
+
+
+def verify_detailed(
+    model: Any,
+    bundle: Path,
+    splits: dict[str, Sequence[Sample]],
+    labels: Sequence[str],
+    threads: int | None = None,
+) -> tuple[dict[str, Any], dict[str, SplitPredictions]]:
+    """`verify`, plus each split's predictions (the .tflite's scores feed the thresholds)."""
     if not any(splits.values()):
         raise ExportError("The run has no val or test images to verify the export on; re-train with a val/test split")
     info = load_model_info(bundle)
@@ -148,7 +162,7 @@ def verify(
         },
         "splits": report_splits,
         "per_class": _per_class(pooled, labels),
-    }
+    }, done
 
 
 def bundle_metrics(report: dict[str, Any]) -> dict[str, Any]:
