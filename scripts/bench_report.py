@@ -40,7 +40,7 @@ TITLES = {
     "soak": "6. Soak: memory and descriptors over a long run",
     # Hand-written from scripts/results/bench_events.json and fleet_sim_*.json (no
     # scripts/out JSON): kept as written when the file is regenerated.
-    "events": "7. Event outputs: latency, camera-loop cost, fleet simulation",
+    "events": "8. Event outputs: latency, camera-loop cost, fleet simulation",
 }
 #: The result file each section cites (scripts/results/<name>.json).
 RESULT_NAMES = {
