@@ -87,8 +87,9 @@ stage_inputs() {  # $1 = WORK folder: everything both sides read
   cp "$PI_SHARED"/images/*.png "$PI_SHARED"/images/*.jpg "$in/photos/" 2>/dev/null || true
   cp -r "$DEMO/bundle" "$in/bundle"
   # 3 test images per class of the demo's dataset (drawn on x86: same pixels on both sides)
-  local cls
-  for cls in "$DEMO"/data/*/; do
+  local cls base="$DEMO/data"
+  [ -d "$base/test" ] && base="$base/test"
+  for cls in "$base"/*/; do
     find "$cls" -type f -name '*.png' | sort | head -3 | xargs -r cp -t "$in/bundle_images/"
   done
   "$HOST_VENV/bin/python" -c "from trainer.synthetic import make_video; make_video('$in/video_x86.avi', frames_per_class=30, size=(160, 120))"
@@ -133,18 +134,21 @@ run_suite() {
   # The chroot uses the host's name resolution and any local CA (a proxy's) so pip works.
   cp -L /etc/resolv.conf "$rootfs/etc/resolv.conf"
   cp /etc/hosts "$rootfs/etc/hosts"
+  local pip_env=()
   if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     mkdir -p "$rootfs/usr/local/share/ca-certificates"
     cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
     chroot "$rootfs" /usr/sbin/update-ca-certificates >/dev/null 2>&1 || true
+    pip_env=(PIP_CERT=/etc/ssl/certs/ca-certificates.crt)  # pip trusts certifi's list, not the system's
   fi
+  [ -n "${PIP_INDEX_URL:-}" ] && pip_env+=("PIP_INDEX_URL=$PIP_INDEX_URL")
   mountpoint -q "$rootfs/proc" || { mount -t proc proc "$rootfs/proc"; MOUNTS+=("$rootfs/proc"); }
   bind /dev "$rootfs/dev"
   bind "$work" "$rootfs$INSIDE"
   bind "$PI_CACHE/pip" "$rootfs/root/.cache/pip"
   say "$suite: inside the arm64 chroot (emulated: slow)"
   chroot "$rootfs" /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin:/usr/sbin:/sbin LANG=C.UTF-8 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 TF_CPP_MIN_LOG_LEVEL=2 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 PIP_ROOT_USER_ACTION=ignore "${pip_env[@]}" \
     /usr/bin/python3 "$INSIDE/pi_check_steps.py" device "$INSIDE" || true
   cleanup
 }

@@ -125,7 +125,7 @@ class Device:
         self.work = work
         self.inp = work / "in"
         self.out = work / "out"
-        self.venv = Path("/opt/tledge-venv")
+        self.venv = Path(os.environ.get("PI_CHECK_VENV", "/opt/tledge-venv"))
         self.tledge = str(self.venv / "bin" / "tledge")
         self.pip = [str(self.venv / "bin" / "python"), "-m", "pip"]
         self.wheel = next(self.inp.glob("tledge-*.whl"))
@@ -193,7 +193,10 @@ class Device:
         if res["rc"] == 0:
             info = json.loads(res["stdout"].strip().splitlines()[-1])
             self.facts["opencv"] = info
-            self.add("import_cv2", "PASS", f"cv2 {info['version']} imports on a minbase rootfs (no libGL); GUI {info['gui']}, FFMPEG {info['ffmpeg']}")
+            import glob
+
+            gl = "present" if glob.glob("/usr/lib/*/libGL.so.1") or glob.glob("/lib/*/libGL.so.1") else "absent"
+            self.add("import_cv2", "PASS", f"cv2 {info['version']} imports (system libGL.so.1 {gl}); GUI {info['gui']}, FFMPEG {info['ffmpeg']}")
         else:
             self.add("import_cv2", "FAIL", f"import cv2 failed: {_tail(res['stderr'], 300)}")
 

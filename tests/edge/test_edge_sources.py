@@ -3,6 +3,7 @@ files, and the Pi camera behind a stand-in Picamera2 (the hardware is absent her
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
@@ -256,3 +257,20 @@ def test_http_stream_is_read_as_a_live_source(tmp_path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_pi_camera_with_a_numpy_abi_mismatch_names_the_pin(tmp_path, monkeypatch) -> None:
+    """A venv made with --system-site-packages gets numpy 2 from pip, while Bookworm's apt
+    picamera2 imports simplejpeg built for numpy 1.x: importing it raises ValueError
+    ("numpy.dtype size changed", raspberrypi/picamera2 issues #1088 and #1211). A package
+    that fails the same way stands in for it here."""
+    package = tmp_path / "picamera2"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "raise ValueError('numpy.dtype size changed, may indicate binary incompatibility. "
+        "Expected 96 from C header, got 88 from PyObject')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    with pytest.raises(SourceError, match=r'numpy<2'):
+        PiCameraSource().open()
