@@ -420,7 +420,7 @@ def _print_table(result: dict) -> None:
     for suite in result["suites"]:
         print(f"\n== {suite['suite']}: {suite.get('os')} ({suite.get('machine')}), Python {suite.get('python')}")
         for s in suite["steps"]:
-            print(f"  {s['status']:<5} {s['step']:<24} {s['detail']}")
+            print(f"  {s['status']:<5} {s['step']:<28} {s['detail']}")
     print(f"\nOVERALL: {'PASS' if result['passed'] else 'FAIL'}")
 
 
