@@ -137,8 +137,12 @@ run_suite() {
   local pip_env=()
   if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     mkdir -p "$rootfs/usr/local/share/ca-certificates"
-    cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
-    chroot "$rootfs" /usr/sbin/update-ca-certificates >/dev/null 2>&1 || true
+    local crt changed=0
+    for crt in /usr/local/share/ca-certificates/*.crt; do
+      cmp -s "$crt" "$rootfs/usr/local/share/ca-certificates/${crt##*/}" || { cp "$crt" "$rootfs/usr/local/share/ca-certificates/"; changed=1; }
+    done
+    # emulated, update-ca-certificates takes minutes: only when a certificate is new
+    [ "$changed" = 0 ] || chroot "$rootfs" /usr/sbin/update-ca-certificates >/dev/null 2>&1 || true
     pip_env=(PIP_CERT=/etc/ssl/certs/ca-certificates.crt)  # pip trusts certifi's list, not the system's
   fi
   [ -n "${PIP_INDEX_URL:-}" ] && pip_env+=("PIP_INDEX_URL=$PIP_INDEX_URL")
