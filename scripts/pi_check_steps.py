@@ -1,6 +1,7 @@
 """The steps of scripts/pi_check.sh, in Python (standard library only).
 
-Three sub-commands, each run by pi_check.sh:
+Sub-commands (the first three run by pi_check.sh; `markdown RESULT.json...` prints the
+README's table):
 
     reference WORK   on the x86 host, with the host's tledge: the numbers ARM must match
     device WORK      inside the arm64 chroot, with the system python3: creates a venv,
@@ -424,6 +425,23 @@ def _print_table(result: dict) -> None:
     print(f"\nOVERALL: {'PASS' if result['passed'] else 'FAIL'}")
 
 
+def markdown(results: list[Path]) -> str:
+    """The README table: one row per step, one column per suite (from result JSON files)."""
+    suites = [(json.loads(p.read_text()), suite) for p in results for suite in json.loads(p.read_text())["suites"]]
+    names: list[str] = []
+    for _, suite in suites:
+        names += [s["step"] for s in suite["steps"] if s["step"] not in names]
+    head = ["step"] + [f"{s['suite']} ({s.get('python')}, {r['date'][:10]})" for r, s in suites]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name in names:
+        cells = []
+        for _, suite in suites:
+            step = next((s for s in suite["steps"] if s["step"] == name), None)
+            cells.append("-" if step is None else f"{step['status']}: {step['detail']}".replace("|", "/"))
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -436,7 +454,12 @@ def main() -> int:
     p.add_argument("works", type=Path, nargs="+")
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--meta", default="{}", help="JSON object merged into the result (host facts).")
+    p = sub.add_parser("markdown", help="print the README table of result files")
+    p.add_argument("results", type=Path, nargs="+")
     args = parser.parse_args()
+    if args.cmd == "markdown":
+        print(markdown(args.results))
+        return 0
     if args.cmd == "reference":
         reference(args.work, args.tledge)
     elif args.cmd == "device":
