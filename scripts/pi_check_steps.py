@@ -136,6 +136,12 @@ class Device:
     def add(self, name: str, status: str, detail: str, **extra: object) -> None:
         self.steps.append({"step": name, "status": status, "detail": detail, **extra})
         print(f"[{status:>4}] {name}: {detail}", flush=True)
+        self.save()  # after every step: an interrupted run still leaves its rows
+
+    def save(self) -> None:
+        tmp = self.out / "device.json.tmp"
+        tmp.write_text(json.dumps({"facts": self.facts, "steps": self.steps}, indent=1))
+        os.replace(tmp, self.out / "device.json")
 
     def run_all(self) -> None:
         self.step_install_core()
@@ -346,7 +352,7 @@ def device(work: Path) -> None:
     try:
         dev.run_all()
     finally:
-        (dev.out / "device.json").write_text(json.dumps({"facts": dev.facts, "steps": dev.steps}, indent=1))
+        dev.save()
 
 
 # --------------------------------------------------------------------------- report
