@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
@@ -141,13 +142,32 @@ def display_available() -> bool:
     return True
 
 
+def opencv_has_gui() -> bool:
+    """True when this OpenCV build can open windows. The core install uses
+    opencv-python-headless (no GUI, so no libGL on a Pi OS Lite image): no windows."""
+    match = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.M)
+    return match is not None and match.group(1).upper() != "NONE"
+
+
+OPENCV_GUI_HINT = (
+    "this OpenCV build has no GUI (opencv-python-headless, what `pip install tledge` brings); "
+    "use --serve for a live view in the browser, or for a desktop window: pip install opencv-python "
+    "(on Debian/Raspberry Pi OS it also needs: sudo apt install libgl1 libglib2.0-0)"
+)
+
+
 def wants_window(mode: DisplayMode | str) -> bool:
-    """Resolve `--display` to yes/no. `on` without a display is an error, not a silent no."""
+    """Resolve `--display` to yes/no. `on` without a display or without a GUI-capable
+    OpenCV is an error, not a silent no; `auto` then falls back to no window."""
     mode = DisplayMode(mode)
     if mode is DisplayMode.OFF:
         return False
     if display_available():
-        return True
+        if opencv_has_gui():
+            return True
+        if mode is DisplayMode.ON:
+            raise TledgeError(f"--display on was given but {OPENCV_GUI_HINT}")
+        return False
     if mode is DisplayMode.ON:
         raise TledgeError("--display on was given but no display is available (DISPLAY is not set); use --display off or auto")
     return False
@@ -189,8 +209,7 @@ class WindowSink:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
         except cv2.error as exc:
             raise TledgeError(
-                f"Cannot open a window ({exc.err or exc}); this OpenCV build may have no GUI "
-                "support (opencv-python-headless): use --display off"
+                f"Cannot open a window ({exc.err or exc}); {OPENCV_GUI_HINT}; or use --display off"
             ) from None
 
     def emit(self, frame_rgb: np.ndarray, result: FrameResult) -> None:

@@ -313,11 +313,22 @@ def _even(value: int) -> int:
     return max(2, int(value) + int(value) % 2)
 
 
+PICAMERA_NUMPY_HINT = (
+    "picamera2 could not be imported: {exc}. The apt-installed camera stack (picamera2, "
+    "simplejpeg) is built for the system's numpy, and a newer numpy in the virtualenv hides "
+    "it (Raspberry Pi OS Bookworm ships numpy 1.x). In the virtualenv run: pip install \"numpy<2\""
+)
+
+
 def _import_picamera2() -> Callable[..., Any]:
     try:
         from picamera2 import Picamera2  # type: ignore[import-not-found]
     except ImportError:
         raise SourceError(PICAMERA_HINT) from None
+    except ValueError as exc:  # "numpy.dtype size changed, may indicate binary incompatibility"
+        if "numpy" not in str(exc) and "binary incompatibility" not in str(exc):
+            raise
+        raise SourceError(PICAMERA_NUMPY_HINT.format(exc=exc)) from None
     return Picamera2
 
 

@@ -82,7 +82,7 @@ def machine_info() -> dict[str, Any]:
     """CPU, cores, memory, load, Python and package versions: where the figures came from."""
     cpu = _cpuinfo()
     flags = set(cpu.get("flags", "").split())
-    packages = ("tledge", "ai-edge-litert", "tensorflow", "keras", "numpy", "opencv-python", "pillow", "tflite-runtime")
+    packages = ("tledge", "ai-edge-litert", "tensorflow", "keras", "numpy", "opencv-python", "opencv-python-headless", "pillow", "tflite-runtime")
     return {
         "cpu": cpu.get("model name", platform.processor() or "unknown"),
         "cpu_mhz": cpu_mhz(),

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from edge import sinks
 from edge.errors import TledgeError
 from edge.results import FrameResult
 from edge.sinks import CsvSink, JsonLinesSink, Sink, WindowSink, draw_overlay, wants_window
@@ -74,6 +75,7 @@ def test_overlay_is_drawn_on_a_copy_in_bgr() -> None:
 
 
 def test_display_choice(monkeypatch) -> None:
+    monkeypatch.setattr(sinks, "opencv_has_gui", lambda: True)  # the headless build: test_pi_platform.py
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert wants_window("auto") is False and wants_window("off") is False

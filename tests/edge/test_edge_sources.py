@@ -3,6 +3,7 @@ files, and the Pi camera behind a stand-in Picamera2 (the hardware is absent her
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
@@ -101,37 +102,89 @@ def test_images_folder_and_glob_skip_bad_files(tmp_path) -> None:
 
 
 class StandInPicamera2:
-    """Behaves like picamera2.Picamera2 for what PiCameraSource uses. Its 'RGB888' frames
-    are B,G,R in memory, as the real library's are."""
+    """Behaves like picamera2.Picamera2 for what PiCameraSource uses, with the checks the
+    real library makes, so a call it would reject fails here too.
+
+    Checked against raspberrypi/picamera2 (picamera2/picamera2.py and
+    picamera2/request.py, read through the search tool; the library itself comes from
+    Raspberry Pi's apt archive and cannot be installed here):
+    - `Picamera2.__init__(camera_num=0, ...)`: the camera index is the first argument.
+    - `create_video_configuration(main={}, lores=None, raw={}, ..., buffer_count=6, ...)`:
+      `main` is merged into {"format": "XBGR8888", "size": (1280, 720)} by
+      `_make_initial_stream_config`, which accepts only the keys "format" and "size"
+      (ValueError otherwise); `align_stream(optimal=False)` rounds the width down to even.
+    - `configure` -> `check_stream_config`: the size must be a (width, height) *tuple* of
+      even numbers and the format a known name, else RuntimeError; libcamera's
+      `validate()` may then adjust the size ("Camera configuration has been adjusted"),
+      and `_update_stream_config` writes the delivered size back into the config.
+    - `start()` runs a NullPreview event loop by default (show_preview=False), so
+      `capture_array` does not block forever; it raises RuntimeError if not configured.
+    - `capture_array(name="main", ...)` -> `Helpers.make_array`: "RGB888" becomes an
+      (height, width, 3) uint8 array; `make_image` maps "RGB888" to PIL's raw mode "BGR",
+      i.e. the bytes are B,G,R in memory. An unknown stream name raises RuntimeError.
+    - `close()` calls `stop()` itself and returns early when already closed; `stop()` on
+      a stopped camera only logs.
+    """
 
     instances: list["StandInPicamera2"] = []
+    FORMATS = ("RGB888", "BGR888", "XBGR8888", "XRGB8888", "YUV420", "YVU420")
 
-    def __init__(self, camera_num: int = 0) -> None:
+    def __init__(self, camera_num: int = 0, adjust_to: tuple[int, int] | None = None) -> None:
         self.camera_num = camera_num
+        self.adjust_to = adjust_to  # the size libcamera would deliver instead, if any
         self.config: dict | None = None
-        self.started = self.closed = False
+        self.started = False
+        self.is_open = True
+        self.closed = False
         StandInPicamera2.instances.append(self)
 
-    def create_video_configuration(self, main: dict, buffer_count: int = 4) -> dict:
-        return {"main": dict(main), "buffer_count": buffer_count}
+    def create_video_configuration(self, main: dict | None = None, lores: dict | None = None, raw: dict | None = None, transform: object = None, colour_space: object = None, buffer_count: int = 6, controls: dict | None = None, display: str | None = "main", encode: str | None = "main", queue: bool = True) -> dict:
+        stream = {"format": "XBGR8888", "size": (1280, 720)}
+        for key, value in (main or {}).items():
+            if key not in ("format", "size"):
+                raise ValueError(f"Bad key {key!r}: valid stream configuration keys are ('format', 'size')")
+            stream[key] = value
+        width, height = stream["size"]
+        stream["size"] = (width - width % 2, height - height % 2)
+        return {"use_case": "video", "main": stream, "lores": lores, "raw": raw, "buffer_count": buffer_count, "display": display, "encode": encode, "queue": queue}
 
     def configure(self, config: dict) -> None:
+        main = config["main"]
+        if main["format"] not in self.FORMATS:
+            raise RuntimeError(f"Bad format {main['format']} in stream main")
+        size = main["size"]
+        if type(size) is not tuple or len(size) != 2:
+            raise RuntimeError("size in main stream should be (width, height)")
+        if size[0] % 2 or size[1] % 2:
+            raise RuntimeError("width and height should be even")
+        self.requested = dict(main)
+        if self.adjust_to is not None:
+            config = {**config, "main": {**main, "size": self.adjust_to}}
         self.config = config
 
     def start(self) -> None:
+        if self.config is None:
+            raise RuntimeError("Camera has not been configured")
         self.started = True
 
-    def capture_array(self, stream: str = "main") -> np.ndarray:
-        assert self.started and stream == "main"
-        width, height = self.config["main"]["size"]
-        frame_bgr = np.zeros((height, width, 3), np.uint8)
-        frame_bgr[..., 0] = 255  # blue, in B,G,R memory order
+    def capture_array(self, name: str = "main", wait: object = None) -> np.ndarray:
+        assert self.started, "the real capture_array would block: no frames before start()"
+        if self.config.get(name) is None:
+            raise RuntimeError(f"Stream {name!r} is not defined")
+        width, height = self.config[name]["size"]
+        channels = 4 if self.config[name]["format"].startswith("X") else 3
+        frame_bgr = np.zeros((height, width, channels), np.uint8)
+        frame_bgr[..., 0] = 255  # blue first: "RGB888" is B,G,R in memory
         return frame_bgr
 
     def stop(self) -> None:
         self.started = False
 
     def close(self) -> None:
+        if not self.is_open:
+            return
+        self.stop()
+        self.is_open = False
         self.closed = True
 
 
@@ -141,11 +194,28 @@ def test_pi_camera_configures_rgb888_near_the_model_and_converts_to_rgb() -> Non
     source = PiCameraSource(size, camera_factory=StandInPicamera2)
     with source:
         camera = StandInPicamera2.instances[-1]
-        assert camera.config["main"] == {"size": size, "format": "RGB888"}
+        assert camera.requested == {"size": size, "format": "RGB888"}
+        assert camera.config["buffer_count"] >= 2  # the real queue keeps one request back
         frame_rgb = source.read()
     assert frame_rgb.shape == (size[1], size[0], 3)
     assert frame_rgb[..., 2].min() == 255 and frame_rgb[..., 0].max() == 0  # blue is in channel 2
     assert frame_rgb.flags["C_CONTIGUOUS"] and camera.closed
+    source.close()  # twice is safe, as the real close() is
+
+
+def test_pi_camera_takes_the_size_libcamera_delivers() -> None:
+    """libcamera may adjust the requested size; frames come at the delivered size, as RGB."""
+    source = PiCameraSource((300, 224), camera_factory=lambda num: StandInPicamera2(num, adjust_to=(320, 240)))
+    with source:
+        frame_rgb = source.read()
+    assert frame_rgb.shape == (240, 320, 3) and frame_rgb[..., 2].min() == 255
+
+
+def test_pi_camera_odd_sizes_are_made_even_before_configure() -> None:
+    """check_stream_config rejects odd widths/heights; PiCameraSource rounds them up first."""
+    source = PiCameraSource((299, 225), camera_factory=StandInPicamera2)
+    with source:
+        assert StandInPicamera2.instances[-1].requested["size"] == (300, 226)
 
 
 def test_pi_camera_without_picamera2_names_the_install_command() -> None:
@@ -187,3 +257,20 @@ def test_http_stream_is_read_as_a_live_source(tmp_path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_pi_camera_with_a_numpy_abi_mismatch_names_the_pin(tmp_path, monkeypatch) -> None:
+    """A venv made with --system-site-packages gets numpy 2 from pip, while Bookworm's apt
+    picamera2 imports simplejpeg built for numpy 1.x: importing it raises ValueError
+    ("numpy.dtype size changed", raspberrypi/picamera2 issues #1088 and #1211). A package
+    that fails the same way stands in for it here."""
+    package = tmp_path / "picamera2"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "raise ValueError('numpy.dtype size changed, may indicate binary incompatibility. "
+        "Expected 96 from C header, got 88 from PyObject')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    with pytest.raises(SourceError, match=r'numpy<2'):
+        PiCameraSource().open()
