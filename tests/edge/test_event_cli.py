@@ -21,7 +21,7 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def tledge(*args, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "trainer.cli", *map(str, args)]
+    cmd = [sys.executable, "-m", "edge.cli", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
@@ -99,7 +99,7 @@ def test_bad_event_options_are_clear_errors(colour_bundle, colour_video, tmp_pat
 def test_ctrl_c_with_the_broker_down_flushes_within_the_bound_and_the_next_run_delivers(colour_bundle, colour_video, tmp_path: Path) -> None:
     port = free_port()
     queue = tmp_path / "q"
-    cmd = [sys.executable, "-m", "trainer.cli", "run", str(colour_bundle), "--source", str(colour_video[0]), "--loop", "--realtime",
+    cmd = [sys.executable, "-m", "edge.cli", "run", str(colour_bundle), "--source", str(colour_video[0]), "--loop", "--realtime",
            "--display", "off", "--events", "--hold", "2", "--device", "door", "--mqtt", f"mqtt://127.0.0.1:{port}/t",
            "--queue-dir", str(queue), "--flush-timeout", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
@@ -148,7 +148,7 @@ def test_predict_and_run_honour_thresholds_with_unknown_as_a_label(colour_bundle
 def test_a_device_that_dies_goes_offline_through_its_last_will(colour_bundle, colour_video, tmp_path: Path) -> None:
     broker = Broker(tmp_path / "b").start()
     sub = Subscriber(broker.port, "t/door/availability")
-    cmd = [sys.executable, "-m", "trainer.cli", "run", str(colour_bundle), "--source", str(colour_video[0]), "--loop", "--realtime",
+    cmd = [sys.executable, "-m", "edge.cli", "run", str(colour_bundle), "--source", str(colour_video[0]), "--loop", "--realtime",
            "--display", "off", "--events", "--device", "door", "--mqtt", f"{broker.url}/t", "--queue-dir", str(tmp_path / "q")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
     try:

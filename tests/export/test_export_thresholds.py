@@ -51,7 +51,7 @@ def test_int8_bundle_carries_thresholds_that_hold_on_its_own_scores(export_once,
 
 
 def test_thresholds_none_stores_none_and_the_report_says_so(tiny_run: Path, tmp_path: Path) -> None:
-    from trainer.cli import app
+    from edge.cli import app
 
     out = tmp_path / "bundle"
     result = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(out), "--thresholds", "none", "--accept-drop"])
