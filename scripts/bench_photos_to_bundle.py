@@ -19,6 +19,7 @@ on stderr (start -> "converting" -> "verifying" -> "bundle written" -> exit). Bo
 old and the new code print those lines, so the stages compare like for like.
 
     .venv/bin/python scripts/bench_photos_to_bundle.py [--repeat 1] [--skip-recipe] [--baseline-ref REF]
+    .venv/bin/python scripts/bench_photos_to_bundle.py --markdown   # tables from the last result file
 
 Writes scripts/results/bench_photos_to_bundle.json (CPU model, load averages, every row,
 medians and ratios) and prints one JSON line per row.
@@ -196,8 +197,46 @@ def emit(name: str, row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str
     return row
 
 
+def _f(value: Any, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The BENCHMARKS.md tables of one result file."""
+    s = result["summary"]
+    m = result["machine"]
+    lines = [f"Run {result['started_utc']} to {result['finished_utc']}, `{result['command'].strip()}`; CPU {m['cpu_model']} ({m['cpus']} cores); "
+             f"load average {m['load_avg_at_start']} at the start, {m['load_avg_at_end']} at the end.", ""]
+    lines += ["| step | before wall s | after wall s | ratio | before CPU s | after CPU s |", "| --- | --- | --- | --- | --- | --- |"]
+    for key, label in (("train", "`tledge train` (cold cache)"), ("export", "`tledge export --quantize`")):
+        b, a = s.get(f"before_{key}_wall_s"), s.get(f"after_{key}_wall_s")
+        ratio = f"{b / a:.2f}x" if a and b else "n/a"
+        lines.append(f"| {label} | {_f(b)} | {_f(a)} | {ratio} | {_f(s.get(f'before_{key}_cpu_s'))} | {_f(s.get(f'after_{key}_cpu_s'))} |")
+    b, a = s.get("before_photos_to_bundle_wall_s"), s.get("after_one_command_wall_s")
+    lines.append(f"| photos to bundle (before: train + export; after: `tledge train --export --quantize`) | {_f(b)} | {_f(a)} | "
+                 f"{f'{b / a:.2f}x' if a and b else 'n/a'} | {_f((s.get('before_train_cpu_s') or 0) + (s.get('before_export_cpu_s') or 0))} | {_f(s.get('after_one_command_cpu_s'))} |")
+    lines.append(f"| `tledge train`, new data, backbone already converted | | {_f(s.get('after_train_backbone_cached_wall_s'))} | | | {_f(s.get('after_train_backbone_cached_cpu_s'))} |")
+    lines += ["", "Per stage (seconds, wall):", "", "| stage | before | after |", "| --- | --- | --- |"]
+    for group in ("train", "export"):
+        before, after = s.get(f"before_{group}_stages", {}), s.get(f"after_{group}_stages", {})
+        for key in list(dict.fromkeys([*before, *after])):
+            lines.append(f"| {group}: {key} | {before.get(key, 'n/a')} | {after.get(key, 'n/a')} |")
+    lines += ["", "| the seed's Keras recipe | wall s | CPU s | val acc | tledge train cold is faster by |", "| --- | --- | --- | --- | --- |"]
+    for epochs in (3, 10):
+        if f"recipe_{epochs}_wall_s" in s:
+            lines.append(f"| {epochs} epochs | {_f(s[f'recipe_{epochs}_wall_s'])} | {_f(s[f'recipe_{epochs}_cpu_s'])} | {_f(100 * s[f'recipe_{epochs}_val_acc'])}% | "
+                         f"{s[f'recipe_{epochs}_vs_after_train_cold']}x (tledge val acc {_f(100 * s['after_train_val_acc'])}%) |")
+    lines += ["", "| export | calibration images | float side | top-1 agreement | drop (points) | float acc | tflite acc | images |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key, row in s.get("fidelity", {}).items():
+        lines.append(f"| {key} | {row.get('calibration_images') or '-'} | {row.get('float_side')} | {_f(100 * row['agreement'], 2)}% | {row['drop_points']} | "
+                     f"{_f(100 * row['float_acc'])}% | {_f(100 * row['tflite_acc'])}% | {row['images']} |")
+    lines += ["", "| goal | met |", "| --- | --- |"] + [f"| {k} | {'yes' if v else '**no**'} |" for k, v in s.get("goals", {}).items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--markdown", action="store_true", help="print the tables of the last result file and exit")
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; medians are quoted")
     parser.add_argument("--baseline-ref", default=BASELINE_REF, help="git commit of the 'before' code")
     parser.add_argument("--skip-baseline", action="store_true")
@@ -205,6 +244,9 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=Path(os.environ.get("TLEDGE_WEIGHTS") or WEIGHTS))
     parser.add_argument("--output", default="bench_photos_to_bundle", help="file name under scripts/results/ (without .json)")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads((ROOT / "scripts" / "results" / f"{args.output}.json").read_text())))
+        return
     if not CLOTHING.is_dir() or not args.weights.is_file():
         raise SystemExit(f"needs {CLOTHING} and the real weights ({args.weights}); see ../shared/README.md")
 
