@@ -141,7 +141,9 @@ class Bench:
         return {**os.environ, "TLEDGE_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(self.tree), "TLEDGE_WEIGHTS": str(self.weights)}
 
     def cli(self) -> list[str]:
-        return [sys.executable, "-m", "trainer.cli"]
+        # the CLI root moved from trainer.cli (the baseline) to edge.cli
+        module = "trainer.cli" if (self.tree / "trainer" / "cli.py").is_file() else "edge.cli"
+        return [sys.executable, "-m", module]
 
     def train(self, cache: Path, runs: Path, extra: list[str] = ()) -> dict[str, Any]:
         cmd = [*self.cli(), "train", str(self.data), "--weights", str(self.weights), "--out", str(runs), "--json", *extra]

@@ -87,7 +87,7 @@ def test_float_side_from_features_matches_the_keras_head():
 
 
 def test_train_export_is_one_command_and_verifies_from_the_features(synthetic_dataset, tmp_path):
-    from trainer.cli import app
+    from edge.cli import app
 
     runner = CliRunner()
     args = ["train", str(synthetic_dataset), "--out", str(tmp_path / "runs"), "--alpha", "0.35", "--image-size", "48",
@@ -106,7 +106,7 @@ def test_train_export_is_one_command_and_verifies_from_the_features(synthetic_da
 
 
 def test_export_flags_without_export_are_a_usage_error(synthetic_dataset, tmp_path):
-    from trainer.cli import app
+    from edge.cli import app
 
     result = CliRunner().invoke(app, ["train", str(synthetic_dataset), "--out", str(tmp_path), "--quantize"])
     assert result.exit_code == 2

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ImageError
-from trainer.errors import ExportError
 from edge.images import load_rgb
 from edge.preprocess import ResizePolicy, resize_rgb
+from trainer.errors import ExportError
 from trainer.export.options import IOType, QuantizationMode
+from trainer.quiet import native_stderr_hidden
 
 Sample = tuple[str, int]  # (image path, class index)
 
@@ -154,7 +155,7 @@ def convert(
     converter = _converter(tf, model)
     _configure(converter, tf, mode, io_type, representative)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), native_stderr_hidden():  # the converter prints from C++
             # "Statistics for quantized inputs were expected": only for the legacy
             # quantized_input_stats path; post-training calibration sets them.
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
@@ -180,7 +181,8 @@ def _converter(tf: Any, model: Any) -> Any:
             self.tracked = [w.value for w in model.weights]
 
     try:
-        function = tf.function(lambda image: model(image, training=False), input_signature=signature).get_concrete_function()
+        with native_stderr_hidden():  # TensorFlow prints from C++ while tracing
+            function = tf.function(lambda image: model(image, training=False), input_signature=signature).get_concrete_function()
     except (ValueError, TypeError) as exc:
         raise ExportError(f"The Keras model cannot be traced for conversion: {exc}") from None
     return tf.lite.TFLiteConverter.from_concrete_functions([function], _Variables())

@@ -21,13 +21,8 @@ from trainer.export.bundle_writer import BundleStaging, check_target
 from trainer.export.convert import convert, representative_images, stratified_sample
 from trainer.export.decoding import BackgroundDecoder
 from trainer.export.float_side import head_float_top
-from trainer.export.options import (
-    MIN_CALIBRATION_IMAGES,
-    ExportOptions,
-    IOType,
-    QuantizationMode,
-)
 from trainer.export.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
+from trainer.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, IOType, QuantizationMode
 from trainer.export.tflite_inspect import TfliteSummary, inspect_tflite
 from trainer.export.verify import FloatTop, bundle_metrics, judge, verify
 from trainer.run_dir import RunFolder, read_run

@@ -9,19 +9,22 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from edge.preprocess import ResizePolicy
+from edge.choices import ResizePolicy
+from trainer.cli.options import DataRootOpt, VerboseOpt
 from trainer.config import Backbone, CacheMode, Distribute, FeatureEngine
 from trainer.export.options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, IOType, QuantizationMode
-
-DataRootOpt = typer.Option(
-    None, "--data-root", file_okay=False,
-    help="Where the run's images are now, if they moved since training (default: the folder recorded in splits.json).",
-)
 
 
 def _options(**kw: Any) -> Any:
     """Build `TrainOptions` from the CLI's flat keyword arguments."""
-    from trainer.config import DataOptions, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsSpec
+    from trainer.config import (
+        DataOptions,
+        HyperParams,
+        ModelOptions,
+        RuntimeOptions,
+        TrainOptions,
+        WeightsSpec,
+    )
 
     return TrainOptions(
         data=DataOptions(kw["data_dir"], val_split=kw["val_split"], test_split=kw["test_split"], subset=kw["subset"]),
@@ -86,23 +89,26 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         force: bool = typer.Option(False, "--force", help="With --export: replace an existing bundle."),
         max_drop: float = typer.Option(DEFAULT_MAX_DROP, min=0.0, help="With --export: largest accepted accuracy drop, in points (val + test)."),
         accept_drop: bool = typer.Option(False, "--accept-drop", help="With --export: write the bundle even when accuracy drops more than --max-drop."),
+        verbose: bool = VerboseOpt,
     ) -> None:
         """Fine-tune a frozen ImageNet backbone on a folder of class folders (--export: and bundle it)."""
         from trainer.deps import require_tensorflow
+        from trainer.quiet import quiet_command
 
         export_options = _export_options(export, quantize, mode, io, calibration_images, bundle_out, force, max_drop, accept_drop)
-        require_tensorflow("tledge train")
-        from trainer.train import train as run_training
-
         options = _options(**locals())
-        result = run_training(options)
-        if export_options is None:
-            if json_out:
-                typer.echo(json.dumps(result.summary))
-            elif not quiet:
-                _print_result(result)
-            return
-        _export_run(result, export_options, json_out, quiet)
+        with quiet_command(verbose):
+            require_tensorflow("tledge train")
+            from trainer.train import train as run_training
+
+            result = run_training(options)
+            if export_options is not None:
+                _export_run(result, export_options, json_out, quiet)
+                return
+        if json_out:
+            typer.echo(json.dumps(result.summary))
+        elif not quiet:
+            _print_result(result)
 
     @app.command()
     @wrap
@@ -111,14 +117,17 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         split: str = typer.Option("test", help="train | val | test"),
         json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
         data_root: Optional[Path] = DataRootOpt,
+        verbose: bool = VerboseOpt,
     ) -> None:
         """Recompute the metrics of a run's Keras model on one of its splits."""
         from trainer.deps import require_tensorflow
+        from trainer.quiet import quiet_command
 
-        require_tensorflow("tledge evaluate")
-        from trainer.evaluate import evaluate_run
+        with quiet_command(verbose):
+            require_tensorflow("tledge evaluate")
+            from trainer.evaluate import evaluate_run
 
-        metrics = evaluate_run(run_dir, split, data_root)
+            metrics = evaluate_run(run_dir, split, data_root)
         if json_out:
             typer.echo(json.dumps(metrics))
             return
@@ -135,7 +144,7 @@ def _export_options(
 ) -> Any:
     """The `ExportOptions` of `train --export`, or None without --export (export flags
     without --export are a usage error: they would silently do nothing)."""
-    from trainer.cli_export import choose_mode
+    from trainer.cli.export import choose_mode
     from trainer.export.options import ExportOptions
 
     if not export:
