@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from trainer import __version__
 from trainer import model as model_lib
@@ -29,6 +31,7 @@ from trainer.distribute import choose_strategy
 from trainer.evaluate import classification_metrics
 from trainer.evaluation_plan import EvalMode, EvalPlan, merge_val_into_train, plan_evaluation
 from trainer.features.training import MAX_LISTED, feature_pass, feature_rows
+from trainer.features.views import CLEAN_VIEW
 from trainer.fine_tune import fine_tune
 from trainer.head import fit_head
 from trainer.kfold import kfold_estimate
@@ -47,6 +50,10 @@ class TrainResult:
     wall_s: float  # seconds, everything included
     weights: str  # "imagenet", a path, "none" or "random (imagenet unavailable)"
     warnings: tuple[str, ...] = ()
+    #: val/test image path -> the pooled backbone features the run's float model answered
+    #: from (the clean view); None after a kept fine-tuning stage changed the backbone.
+    #: `tledge train --export` verifies the float side from these (trainer.export.float_side).
+    verification_features: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def val_accuracy(self) -> float | None:
@@ -133,7 +140,20 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResul
     metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
     record = run_record(options, dataset, plan, backbone.weights, metrics, history, reporter)
     run_dir, summary = write_run(options.out_dir, record, classifier.save, start)
-    return TrainResult(run_dir, dataset.labels, metrics, summary, float(summary["wall_s"]), backbone.weights, tuple(reporter.warnings))
+    kept_fine_tune = bool((metrics.get("fine_tune") or {}).get("kept"))
+    vectors = None if kept_fine_tune else _clean_features(dataset, features, ("val", "test"))
+    return TrainResult(run_dir, dataset.labels, metrics, summary, float(summary["wall_s"]), backbone.weights, tuple(reporter.warnings), vectors)
+
+
+def _clean_features(dataset: Dataset, features: dict[tuple[str, str], np.ndarray], splits: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Image path -> clean-view features of every image in `splits` that has them."""
+    out = {}
+    for split in splits:
+        for sample in dataset.splits.get(split, ()):
+            vector = features.get((sample.digest, CLEAN_VIEW))
+            if vector is not None:
+                out[str(sample.path)] = vector
+    return out
 
 
 def run_record(

@@ -12,6 +12,7 @@ import typer
 from edge.choices import ResizePolicy
 from trainer.cli.options import DataRootOpt, VerboseOpt
 from trainer.config import Backbone, CacheMode, Distribute, FeatureEngine
+from trainer.export.options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, IOType, QuantizationMode
 
 
 def _options(**kw: Any) -> Any:
@@ -79,18 +80,31 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         seed: int = typer.Option(42, help="Fixes the split, shuffling and initialisation."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout (implies --quiet)."),
+        export: bool = typer.Option(False, "--export", help="Then export the run to a verified bundle, in the same process (the export options below apply)."),
+        quantize: bool = typer.Option(False, "--quantize", help="With --export: full-integer int8 (uint8 camera-pixel input) unless --mode says otherwise."),
+        mode: Optional[QuantizationMode] = typer.Option(None, "--mode", help="With --export: int8 | float16 | dynamic | float32 (default: int8 with --quantize, else float32)."),
+        io: Optional[IOType] = typer.Option(None, "--io", help="With --export, int8 models: uint8 (raw pixels, default) or int8 input/output."),
+        calibration_images: int = typer.Option(DEFAULT_CALIBRATION_IMAGES, min=1, help="With --export, int8: training images used to calibrate ranges."),
+        bundle_out: Optional[Path] = typer.Option(None, "--bundle-out", help="With --export: bundle folder (default: models/<run name>)."),
+        force: bool = typer.Option(False, "--force", help="With --export: replace an existing bundle."),
+        max_drop: float = typer.Option(DEFAULT_MAX_DROP, min=0.0, help="With --export: largest accepted accuracy drop, in points (val + test)."),
+        accept_drop: bool = typer.Option(False, "--accept-drop", help="With --export: write the bundle even when accuracy drops more than --max-drop."),
         verbose: bool = VerboseOpt,
     ) -> None:
-        """Fine-tune a frozen ImageNet backbone on a folder of class folders."""
+        """Fine-tune a frozen ImageNet backbone on a folder of class folders (--export: and bundle it)."""
         from trainer.deps import require_tensorflow
         from trainer.quiet import quiet_command
 
+        export_options = _export_options(export, quantize, mode, io, calibration_images, bundle_out, force, max_drop, accept_drop)
         options = _options(**locals())
         with quiet_command(verbose):
             require_tensorflow("tledge train")
             from trainer.train import train as run_training
 
             result = run_training(options)
+            if export_options is not None:
+                _export_run(result, export_options, json_out, quiet)
+                return
         if json_out:
             typer.echo(json.dumps(result.summary))
         elif not quiet:
@@ -122,6 +136,64 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
             typer.echo(f"  {label:20s} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  n {row['support']}")
         if metrics["unreadable"]:
             typer.echo(f"  {len(metrics['unreadable'])} image(s) could not be read")
+
+
+def _export_options(
+    export: bool, quantize: bool, mode: QuantizationMode | None, io: IOType | None, calibration_images: int,
+    bundle_out: Path | None, force: bool, max_drop: float, accept_drop: bool,
+) -> Any:
+    """The `ExportOptions` of `train --export`, or None without --export (export flags
+    without --export are a usage error: they would silently do nothing)."""
+    from trainer.cli.export import choose_mode
+    from trainer.export.options import ExportOptions
+
+    if not export:
+        given = [flag for flag, on in (("--quantize", quantize), ("--mode", mode is not None), ("--io", io is not None),
+                                       ("--bundle-out", bundle_out is not None), ("--force", force), ("--accept-drop", accept_drop)) if on]
+        if given:
+            raise typer.BadParameter(f"{', '.join(given)} only apply with --export; add --export or drop them", param_hint="--export")
+        return None
+    return ExportOptions(
+        quantization=choose_mode(quantize, mode, io), io_type=io or IOType.UINT8, calibration_images=calibration_images,
+        out=bundle_out, force=force, max_drop=max_drop, accept_drop=accept_drop,
+    )
+
+
+def _export_run(result: Any, options: Any, json_out: bool, quiet: bool) -> None:
+    """Export the run `result` just wrote, verifying the float side from its features."""
+    import sys
+    import time
+    import warnings
+
+    from rich.console import Console
+
+    from trainer.export import CalibrationWarning
+    from trainer.export import export as run_export
+    from trainer.export.render import render_report
+    from trainer.export.verify import VerificationFailed
+
+    err = Console(file=sys.stderr)
+    stdout = Console()
+    if not quiet and not json_out:
+        _print_result(result)
+    start = time.perf_counter()
+    log = (lambda text: None) if quiet else (lambda text: err.print(text, style="dim", highlight=False, markup=False))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CalibrationWarning)  # shown through `log` instead
+            exported = run_export(result.run_dir, options, log=log, float_features=result.verification_features)
+    except VerificationFailed as failure:
+        if json_out:
+            typer.echo(json.dumps({"run": result.summary, "export": {**failure.report, "bundle": None}}, ensure_ascii=False))
+        else:
+            render_report(failure.report, stdout)
+        raise
+    export_s = round(time.perf_counter() - start, 2)
+    if json_out:
+        typer.echo(json.dumps({"run": result.summary, "export": {**exported.report, "bundle": str(exported.bundle_dir), "wall_s": export_s}}, ensure_ascii=False))
+        return
+    render_report(exported.report, stdout)
+    stdout.print(f"run: {result.run_dir}\nbundle: {exported.bundle_dir}\ntrain {result.wall_s:.1f} s + export {export_s:.1f} s", highlight=False)
 
 
 def _defaults() -> Any:

@@ -82,19 +82,28 @@ def output_shift(kernel: np.ndarray, depthwise: bool, input_mean: np.ndarray) ->
 
 
 def _input_means(model: Any, owner: Any, convs: list[Any], images: Iterable[np.ndarray]) -> list[np.ndarray]:
-    """Per input channel, the mean over images and positions of each conv's input."""
-    from trainer.deps import require_keras
+    """Per input channel, the mean over images and positions of each conv's input.
+
+    One compiled forward pass per batch gives every conv's input mean at once (an eager
+    call of the probe model cost several times more per image).
+    """
+    from trainer.deps import require_keras, require_tensorflow
 
     keras = require_keras("tledge export")
+    tf = require_tensorflow("tledge export")
     probe = keras.Model(owner.input, [keras.ops.mean(conv.input, axis=(1, 2)) for conv in convs])
     prefix = [] if owner is model else model.layers[1 : model.layers.index(owner)]  # e.g. pixel scaling
+
+    def forward(x: Any) -> Any:
+        for layer in prefix:
+            x = layer(x)
+        return probe(x, training=False)
+
+    compiled = tf.function(forward, input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)])
     sums = [np.zeros(conv.input.shape[-1], np.float64) for conv in convs]
     count = 0
     for batch in images:
-        x = batch
-        for layer in prefix:
-            x = layer(x)
-        for index, mean in enumerate(probe(x, training=False)):
+        for index, mean in enumerate(compiled(np.asarray(batch, np.float32))):
             sums[index] += np.asarray(mean, np.float64).sum(axis=0)
         count += len(batch)
     return [total / max(count, 1) for total in sums]

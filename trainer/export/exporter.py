@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +18,15 @@ import numpy as np
 from edge.bundle import LABELS_NAME, MANIFEST_NAME, MODEL_NAME, load_model_info
 from trainer.errors import ExportError
 from trainer.export.bundle_writer import BundleStaging, check_target
-from trainer.export.convert import convert, representative_dataset, stratified_sample
+from trainer.export.convert import convert, representative_images, stratified_sample
+from trainer.export.decoding import BackgroundDecoder
+from trainer.export.float_side import head_float_top
 from trainer.export.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
 from trainer.export.selftest_writer import write_selftest
 from trainer.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, IOType, QuantizationMode
 from trainer.export.tflite_inspect import TfliteSummary, inspect_tflite
 from trainer.export.thresholds_hook import thresholds_section
-from trainer.export.verify import bundle_metrics, judge, verify_detailed
+from trainer.export.verify import FloatTop, bundle_metrics, judge, verify_detailed
 from trainer.run_dir import RunFolder, read_run
 
 __all__ = ["CalibrationWarning", "ExportOptions", "ExportResult", "IOType", "QuantizationMode", "check_file", "export"]
@@ -107,10 +109,12 @@ def _source_run(run_dir: Path) -> str:
     return rel if not rel.startswith("..") else str(run_dir.resolve())
 
 
-def _calibration(run: RunFolder, options: ExportOptions, notes: list[str], log: Log) -> tuple[Any, int]:
+def _calibration_paths(run: RunFolder, options: ExportOptions, notes: list[str], log: Log) -> list[str]:
     if options.quantization is not QuantizationMode.INT8:
-        return None, 0
+        return []
     chosen = stratified_sample(run.splits["train"], options.calibration_images, options.seed)
+    if not chosen:
+        raise ExportError("No calibration images: the run's training split is empty; re-train with a non-empty dataset")
     if len(chosen) < MIN_CALIBRATION_IMAGES:
         message = (
             f"Only {len(chosen)} calibration images (fewer than {MIN_CALIBRATION_IMAGES}): int8 ranges may be "
@@ -119,14 +123,21 @@ def _calibration(run: RunFolder, options: ExportOptions, notes: list[str], log: 
         notes.append(message)
         warnings.warn(message, CalibrationWarning, stacklevel=3)
         log(f"warning: {message}")
-    return representative_dataset([path for path, _ in chosen], run.image_size, run.resize), len(chosen)
+    return [path for path, _ in chosen]
 
 
-def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptions(), log: Log | None = None) -> ExportResult:
+def export(
+    run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptions(), log: Log | None = None,
+    float_features: Mapping[str, np.ndarray] | None = None,
+) -> ExportResult:
     """Convert, verify and write the bundle of the run at `run_dir`. See the module docstring.
 
-    Raises `ExportError` (or its subclass `VerificationFailed`, carrying the report) with a
-    remedy; nothing is left at the target folder in that case.
+    `float_features` (image path -> pooled backbone features, as `tledge train` computed
+    them) lets the float side of verification answer from the features and the head
+    (`trainer.export.float_side`) when it covers every val/test image; otherwise the
+    Keras model is run on the images. Raises `ExportError` (or its subclass
+    `VerificationFailed`, carrying the report) with a remedy; nothing is left at the
+    target folder in that case.
     """
     log = log or (lambda message: None)
     if options.calibration_images < 1:
@@ -136,18 +147,34 @@ def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptio
     run = read_run(run_dir, options.data_root)
     target = Path(options.out) if options.out else Path("models") / run.name
     check_target(target, options.force)
-    model = _load_keras(run)
     notes: list[str] = []
-    representative, calibration_count = _calibration(run, options, notes, log)
-    log(f"converting to {options.quantization.value}" + (f" with {calibration_count} calibration images" if calibration_count else ""))
-    raw = convert(model, options.quantization, options.io_type, representative, options.bias_correction)
+    calibration_paths = _calibration_paths(run, options, notes, log)
+    verify_splits = {"val": run.splits["val"], "test": run.splits["test"]}
+    with BackgroundDecoder(run.image_size, run.resize) as decoder:
+        # Everything is queued now: decoding overlaps model loading, conversion and the
+        # single-threaded calibrator, and the calibration images come first.
+        decoder.submit("calibration", calibration_paths, "Calibration")
+        for name, items in verify_splits.items():
+            decoder.submit(name, [path for path, _ in items], "Verification")
+        model = _load_keras(run)
+        representative = representative_images(decoder.images("calibration")) if calibration_paths else None
+        log(f"converting to {options.quantization.value}" + (f" with {len(calibration_paths)} calibration images" if calibration_paths else ""))
+        raw = convert(model, options.quantization, options.io_type, representative, options.bias_correction)
+        float_top = head_float_top(model, float_features, verify_splits) if float_features else None
+        return _finish(run, options, model, raw, target, notes, len(calibration_paths), verify_splits, decoder.images, float_top, log)
+
+
+def _finish(
+    run: RunFolder, options: ExportOptions, model: Any, raw: bytes, target: Path, notes: list[str], calibration_count: int,
+    verify_splits: dict[str, Any], images: Callable[[str], np.ndarray], float_top: FloatTop | None, log: Log,
+) -> ExportResult:
     summary = inspect_tflite(raw)
     check_file(summary, options)
     facts = BundleFacts(run.name, run.labels, run.image_size, run.resize.value, run.backbone, _source_run(run.path), options.quantization)
     with BundleStaging(target, options.force) as stage:
         staged = stage.write(MODEL_NAME, embed_metadata(raw, facts, bundle_info(facts, summary, None)))
         log("verifying with the edge runtime on val + test")
-        measured, predictions = verify_detailed(model, staged, {"val": run.splits["val"], "test": run.splits["test"]}, run.labels, options.threads)
+        measured, predictions = verify_detailed(model, staged, verify_splits, run.labels, options.threads, images, float_top)
         report = {
             "quantization": options.quantization.value,
             "io": summary.inputs[0].dtype.lower(),
@@ -157,6 +184,9 @@ def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptio
             "tensor_dtypes": list(summary.tensor_dtypes),
             "source_run": facts.source_run,
             "warnings": notes,
+            # the float model's answers: its Keras model run on the images, or the training
+            # run's backbone features through its head (tledge train --export)
+            "float_side": "keras" if float_top is None else "features+head",
             **measured,
         }
         report = judge(report, options.max_drop, options.accept_drop)

@@ -9,7 +9,7 @@ Accuracies are fractions (0..1); drops and per-class deltas are percentage point
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,21 +47,28 @@ class SplitPredictions:
     scores: np.ndarray  # (n, classes) the .tflite's dequantized scores (for thresholds)
 
 
-def _predict_split(model: Any, classifier: Classifier, items: Sequence[Sample], size: tuple[int, int]) -> SplitPredictions:
-    truth, keras_top, tflite_top, total_ms, invoke_ms, all_scores = [], [], [], [], [], []
-    batch: list[np.ndarray] = []
+FloatTop = Callable[[str, np.ndarray], np.ndarray]
+"""(split name, model-size images (n, H, W, 3) uint8) -> the float model's top-1 class per image."""
 
-    def flush() -> None:
-        if batch:
-            probs = np.asarray(model.predict_on_batch(np.stack(batch)))
-            keras_top.extend(int(i) for i in probs.argmax(axis=1))
-            batch.clear()
 
-    for path, label in items:
-        try:
-            frame_rgb = load_rgb(path)
-        except ImageError as exc:
-            raise ExportError(f"Verification image unusable: {exc}. Fix or remove it and re-train") from None
+def keras_float_top(model: Any) -> FloatTop:
+    """The float side from the Keras model: one compiled forward pass per batch."""
+    from trainer.deps import require_tensorflow
+
+    tf = require_tensorflow("tledge export")
+    compiled = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)])
+
+    def top(split: str, images: np.ndarray) -> np.ndarray:
+        out = [np.asarray(compiled(images[i : i + _BATCH].astype(np.float32))).argmax(axis=1) for i in range(0, len(images), _BATCH)]
+        return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+
+    return top
+
+
+def _predict_split(classifier: Classifier, images: np.ndarray, truth: np.ndarray, float_top: np.ndarray) -> SplitPredictions:
+    """The device's classifier on each model-size image, timed; the float answers given."""
+    tflite_top, total_ms, invoke_ms, all_scores = [], [], [], []
+    for frame_rgb in images:
         start = time.perf_counter()
         tensor = classifier.preprocess(frame_rgb)
         mid = time.perf_counter()
@@ -72,19 +79,24 @@ def _predict_split(model: Any, classifier: Classifier, items: Sequence[Sample], 
         all_scores.append(np.asarray(scores, dtype=np.float64).reshape(-1))
         total_ms.append((end - start) * 1000.0)
         invoke_ms.append((end - mid) * 1000.0)
-        truth.append(int(label))
-        batch.append(resize_rgb(frame_rgb, size, classifier.info.resize).astype(np.float32))
-        if len(batch) == _BATCH:
-            flush()
-    flush()
     return SplitPredictions(
         truth=np.asarray(truth, dtype=np.int64),
-        keras=np.asarray(keras_top, dtype=np.int64),
+        keras=np.asarray(float_top, dtype=np.int64),
         tflite=np.asarray(tflite_top, dtype=np.int64),
         total_ms=np.asarray(total_ms, dtype=np.float64),
         invoke_ms=np.asarray(invoke_ms, dtype=np.float64),
         scores=np.stack(all_scores) if all_scores else np.zeros((0, 0)),
     )
+
+
+def _decode_split(items: Sequence[Sample], size: tuple[int, int], resize: Any) -> np.ndarray:
+    frames = []
+    for path, _ in items:
+        try:
+            frames.append(resize_rgb(load_rgb(path), size, resize))
+        except ImageError as exc:
+            raise ExportError(f"Verification image unusable: {exc}. Fix or remove it and re-train") from None
+    return np.stack(frames) if frames else np.zeros((0, *size, 3), np.uint8)
 
 
 def _concat(parts: Sequence[SplitPredictions]) -> SplitPredictions:
@@ -129,9 +141,12 @@ def verify(
     splits: dict[str, Sequence[Sample]],
     labels: Sequence[str],
     threads: int | None = None,
+    images: Callable[[str], np.ndarray] | None = None,
+    float_top: FloatTop | None = None,
 ) -> dict[str, Any]:
-    """Run the bundle at `bundle` and `model` over `splits` (e.g. val and test); return the report."""
-    return verify_detailed(model, bundle, splits, labels, threads)[0]
+    """Run the bundle at `bundle` and the float model over `splits` (e.g. val and test); return the report
+    (see `verify_detailed`)."""
+    return verify_detailed(model, bundle, splits, labels, threads, images, float_top)[0]
 
 
 def verify_detailed(
@@ -140,14 +155,31 @@ def verify_detailed(
     splits: dict[str, Sequence[Sample]],
     labels: Sequence[str],
     threads: int | None = None,
+    images: Callable[[str], np.ndarray] | None = None,
+    float_top: FloatTop | None = None,
 ) -> tuple[dict[str, Any], dict[str, SplitPredictions]]:
-    """`verify`, plus each split's predictions (the .tflite's scores feed the thresholds)."""
+    """`verify`, plus each split's predictions (the .tflite's scores feed the thresholds).
+
+    Runs the bundle at `bundle` and the float model over `splits` (e.g. val and test); return the report.
+
+    `images(split)` gives the split's images decoded and resized to the model's input
+    (default: decoded here); `float_top` gives the float model's answers (default: the
+    Keras `model` on those images). Latency is the device's preprocessing of a model-size
+    image (quantization) plus invoke and postprocessing; decoding and resizing are not in it.
+    """
     if not any(splits.values()):
         raise ExportError("The run has no val or test images to verify the export on; re-train with a val/test split")
     info = load_model_info(bundle)
     classifier = Classifier(info, threads=threads)
     size = classifier.input_size
-    done = {name: _predict_split(model, classifier, items, size) for name, items in splits.items() if items}
+    images = images or (lambda split: _decode_split(splits[split], size, info.resize))
+    float_top = float_top or keras_float_top(model)
+    done = {}
+    for name, items in splits.items():
+        if items:
+            pixels = images(name)
+            truth = np.asarray([label for _, label in items], np.int64)
+            done[name] = _predict_split(classifier, pixels, truth, float_top(name, pixels))
     pooled = _concat(list(done.values()))
     report_splits = {name: _split_metrics(p) for name, p in done.items()}
     report_splits["all"] = _split_metrics(pooled)

@@ -1,5 +1,10 @@
 """Images decoded, resized and rendered into their views by a thread pool, in order and
-a bounded number ahead of the consumer (the extractor)."""
+a bounded number ahead of the consumer (the extractor).
+
+A JPEG at least twice the model's input size is decoded at a reduced scale (JPEG draft
+mode, `edge.images.load_rgb(min_side=...)`) and then resized as on the device: the
+features of large photos come from a decode several times cheaper, at the cost of
+slightly different pixels than the device's full decode + area resize."""
 
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ class Job:
 
 def _decode(job: Job, size: int, policy: ResizePolicy) -> list[np.ndarray] | str:
     try:
-        return render_views(load_rgb(job.sample.path), size, policy, job.views, job.sample.digest)
+        return render_views(load_rgb(job.sample.path, min_side=size), size, policy, job.views, job.sample.digest)
     except ImageError as exc:
         return str(exc).split(": ", 1)[-1]
 

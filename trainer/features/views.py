@@ -11,7 +11,7 @@ import numpy as np
 from edge.preprocess import ResizePolicy, resize_rgb
 
 #: Bumped when decoding, resizing or augmentation change, so old cached features are not reused.
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: large JPEGs decoded in draft mode (trainer.features.decoder)
 CLEAN_VIEW = "clean"
 
 

@@ -1,0 +1,346 @@
+#!/usr/bin/env python
+"""Photos to a verified int8 bundle: per-stage wall time before and after, and the Keras recipe.
+
+Builds the stand-in dataset of issue 13 (two classes of ../shared's clothing-small,
+120 train + 80 val photos each, as symlinks in train/ and val/ folders), then, in one
+run on one machine, each as its own process (TensorFlow import included):
+
+- before: `tledge train` (cold cache) and `tledge export --quantize` from the code at
+  BASELINE_REF, checked out with `git worktree` into a temporary folder;
+- after: the same two commands from this checkout, `tledge train` again with only the
+  converted backbone cached (a new dataset on a machine that has trained before), and
+  the one command `tledge train DATA --export --quantize` (cold cache), the headline;
+- after, other modes: `tledge export --mode float16 / dynamic` of the same run;
+- the seed's Keras recipe (scripts/bench_train.py's) at 3 and 10 epochs.
+
+Per-stage times come from each process's own records: train's metrics.json timings
+(scan, build, features, head) and export's progress lines, time-stamped as they arrive
+on stderr (start -> "converting" -> "verifying" -> "bundle written" -> exit). Both the
+old and the new code print those lines, so the stages compare like for like.
+
+    .venv/bin/python scripts/bench_photos_to_bundle.py [--repeat 1] [--skip-recipe] [--baseline-ref REF]
+    .venv/bin/python scripts/bench_photos_to_bundle.py --markdown   # tables from the last result file
+
+Writes scripts/results/bench_photos_to_bundle.json (CPU model, load averages, every row,
+medians and ratios) and prints one JSON line per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CLOTHING = SHARED / "datasets" / "clothing-small"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+#: main's commit when issue 13's work started: the "before" code.
+BASELINE_REF = "501fae07a09a4fa3a5c00420ebf0f8a5730914ab"
+CLASSES = ("longsleeve", "pants")
+PER_CLASS = {"train": 120, "val": 80}
+EXPORT_MARKS = (("converting", "load_s"), ("verifying", "convert_s"), ("bundle written", "verify_s"))
+
+
+def make_standin(dest: Path) -> Path:
+    """train/ and val/ with 120 + 80 photos of each class; val from clothing-small's val+test."""
+    for cls in CLASSES:
+        train = sorted((CLOTHING / "train" / cls).iterdir())
+        held_out = sorted((CLOTHING / "val" / cls).iterdir()) + sorted((CLOTHING / "test" / cls).iterdir())
+        random.Random(f"train:{cls}").shuffle(train)
+        random.Random(f"val:{cls}").shuffle(held_out)
+        for split, files in (("train", train[: PER_CLASS["train"]]), ("val", held_out[: PER_CLASS["val"]])):
+            folder = dest / split / cls
+            folder.mkdir(parents=True)
+            for f in files:
+                (folder / f.name).symlink_to(f)
+    return dest
+
+
+def lscpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown")
+
+
+def run_timed(cmd: list[str], cwd: Path, env: dict[str, str], marks: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """Run `cmd`; wall and CPU seconds, stdout, and when each stderr mark first appeared."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: dict[str, float] = {}
+    tail: list[str] = []
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            tail.append(line)
+            del tail[:-40]
+            for mark, _ in marks:
+                if mark not in seen and mark in line:
+                    seen[mark] = time.perf_counter() - start
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    stdout = proc.stdout.read() if proc.stdout else ""
+    proc.wait()
+    reader.join()
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{''.join(tail)}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 1), "load_avg_1m": round(load, 2), "marks": seen, "result": result}
+
+
+def export_stages(marks: dict[str, float], wall: float) -> dict[str, float | None]:
+    """Seconds per export stage from the times its progress lines appeared."""
+    points = [0.0] + [marks.get(mark) for mark, _ in EXPORT_MARKS] + [wall]
+    names = ["start_to_converting_s", "conversion_s", "verification_s", "write_and_exit_s"]
+    out: dict[str, float | None] = {}
+    for name, a, b in zip(names, points, points[1:]):
+        out[name] = None if a is None or b is None else round(b - a, 2)
+    return out
+
+
+def train_stages(run_dir: Path, wall: float) -> dict[str, Any]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    timings = metrics.get("timings", {})
+    stages = {k: round(float(v), 2) for k, v in timings.items() if k != "before_write_s"}
+    stages["write_s"] = round(float(summary["wall_s"]) - float(timings.get("before_write_s", 0.0)), 2)
+    stages["process_outside_train_s"] = round(wall - float(summary["wall_s"]), 2)  # imports, CLI, exit
+    stages["backbone_convert_s"] = metrics.get("features", {}).get("convert_s")
+    stages["feature_engine"] = metrics.get("features", {}).get("engine")
+    stages["views_per_s"] = metrics.get("features", {}).get("views_per_s")
+    return stages
+
+
+class Bench:
+    """Runs the commands of one side (before or after) from one source tree."""
+
+    def __init__(self, tree: Path, data: Path, work: Path, weights: Path) -> None:
+        self.tree, self.data, self.work, self.weights = tree, data, work, weights
+
+    def env(self, cache: Path) -> dict[str, str]:
+        return {**os.environ, "TLEDGE_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(self.tree), "TLEDGE_WEIGHTS": str(self.weights)}
+
+    def cli(self) -> list[str]:
+        # the CLI root moved from trainer.cli (the baseline) to edge.cli
+        module = "trainer.cli" if (self.tree / "trainer" / "cli.py").is_file() else "edge.cli"
+        return [sys.executable, "-m", module]
+
+    def train(self, cache: Path, runs: Path, extra: list[str] = ()) -> dict[str, Any]:
+        cmd = [*self.cli(), "train", str(self.data), "--weights", str(self.weights), "--out", str(runs), "--json", *extra]
+        row = run_timed(cmd, self.tree, self.env(cache), EXPORT_MARKS)
+        summary = row["result"]["run"] if "run" in row["result"] else row["result"]
+        row["run_dir"] = summary["run_dir"]
+        row["stages"] = train_stages(Path(summary["run_dir"]), row["wall_s"])
+        row["val_acc"] = summary["val_accuracy"]
+        return row
+
+    def export(self, cache: Path, run_dir: str, out: Path, mode_args: list[str]) -> dict[str, Any]:
+        cmd = [*self.cli(), "export", run_dir, *mode_args, "--out", str(out), "--json"]
+        row = run_timed(cmd, self.tree, self.env(cache), EXPORT_MARKS)
+        row["stages"] = export_stages(row["marks"], row["wall_s"])
+        return row
+
+
+def fidelity(report: dict[str, Any]) -> dict[str, Any]:
+    pooled = report["splits"]["all"]
+    return {"agreement": pooled["top1_agreement"], "drop_points": pooled["drop_points"], "float_acc": pooled["float_accuracy"],
+            "tflite_acc": pooled["tflite_accuracy"], "images": pooled["images"], "calibration_images": report.get("calibration_images"),
+            "float_side": report.get("float_side", "keras")}
+
+
+def recipe(data: Path, weights: Path, epochs: int) -> dict[str, Any]:
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_train.py"), "--recipe-only", "--data", str(data), "--weights", str(weights), "--epochs", str(epochs)]
+    row = run_timed(cmd, ROOT, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return {**row, "val_acc": row["result"]["val_acc"], "epochs": epochs}
+
+
+def baseline_tree(ref: str, dest: Path) -> Path:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(dest), ref], check=True, capture_output=True)
+    return dest
+
+
+def median(rows: list[dict[str, Any]], key: str) -> float:
+    return round(statistics.median(r[key] for r in rows), 2)
+
+
+def median_stages(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in rows[0]["stages"].items():
+        values = [r["stages"].get(key) for r in rows]
+        numbers = [v for v in values if isinstance(v, (int, float))]
+        out[key] = round(statistics.median(numbers), 2) if len(numbers) == len(values) and numbers else value
+    return out
+
+
+def emit(name: str, row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    row = {"name": name, **{k: v for k, v in row.items() if k not in ("result", "marks")}}
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+    return row
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The BENCHMARKS.md tables of one result file."""
+    s = result["summary"]
+    m = result["machine"]
+    lines = [f"Run {result['started_utc']} to {result['finished_utc']}, `{result['command'].strip()}`; CPU {m['cpu_model']} ({m['cpus']} cores); "
+             f"load average {m['load_avg_at_start']} at the start, {m['load_avg_at_end']} at the end.", ""]
+    lines += ["| step | before wall s | after wall s | ratio | before CPU s | after CPU s |", "| --- | --- | --- | --- | --- | --- |"]
+    for key, label in (("train", "`tledge train` (cold cache)"), ("export", "`tledge export --quantize`")):
+        b, a = s.get(f"before_{key}_wall_s"), s.get(f"after_{key}_wall_s")
+        ratio = f"{b / a:.2f}x" if a and b else "n/a"
+        lines.append(f"| {label} | {_f(b)} | {_f(a)} | {ratio} | {_f(s.get(f'before_{key}_cpu_s'))} | {_f(s.get(f'after_{key}_cpu_s'))} |")
+    b, a = s.get("before_photos_to_bundle_wall_s"), s.get("after_one_command_wall_s")
+    lines.append(f"| photos to bundle (before: train + export; after: `tledge train --export --quantize`) | {_f(b)} | {_f(a)} | "
+                 f"{f'{b / a:.2f}x' if a and b else 'n/a'} | {_f((s.get('before_train_cpu_s') or 0) + (s.get('before_export_cpu_s') or 0))} | {_f(s.get('after_one_command_cpu_s'))} |")
+    lines.append(f"| `tledge train`, new data, backbone already converted | | {_f(s.get('after_train_backbone_cached_wall_s'))} | | | {_f(s.get('after_train_backbone_cached_cpu_s'))} |")
+    lines += ["", "Per stage (seconds, wall):", "", "| stage | before | after |", "| --- | --- | --- |"]
+    for group in ("train", "export"):
+        before, after = s.get(f"before_{group}_stages", {}), s.get(f"after_{group}_stages", {})
+        for key in list(dict.fromkeys([*before, *after])):
+            lines.append(f"| {group}: {key} | {before.get(key, 'n/a')} | {after.get(key, 'n/a')} |")
+    lines += ["", "| the seed's Keras recipe | wall s | CPU s | val acc | tledge train cold is faster by |", "| --- | --- | --- | --- | --- |"]
+    for epochs in (3, 10):
+        if f"recipe_{epochs}_wall_s" in s:
+            lines.append(f"| {epochs} epochs | {_f(s[f'recipe_{epochs}_wall_s'])} | {_f(s[f'recipe_{epochs}_cpu_s'])} | {_f(100 * s[f'recipe_{epochs}_val_acc'])}% | "
+                         f"{s[f'recipe_{epochs}_vs_after_train_cold']}x (tledge val acc {_f(100 * s['after_train_val_acc'])}%) |")
+    lines += ["", "| export | calibration images | float side | top-1 agreement | drop (points) | float acc | tflite acc | images |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key, row in s.get("fidelity", {}).items():
+        lines.append(f"| {key} | {row.get('calibration_images') or '-'} | {row.get('float_side')} | {_f(100 * row['agreement'], 2)}% | {row['drop_points']} | "
+                     f"{_f(100 * row['float_acc'])}% | {_f(100 * row['tflite_acc'])}% | {row['images']} |")
+    lines += ["", "| goal | met |", "| --- | --- |"] + [f"| {k} | {'yes' if v else '**no**'} |" for k, v in s.get("goals", {}).items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--markdown", action="store_true", help="print the tables of the last result file and exit")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; medians are quoted")
+    parser.add_argument("--baseline-ref", default=BASELINE_REF, help="git commit of the 'before' code")
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--skip-recipe", action="store_true")
+    parser.add_argument("--weights", type=Path, default=Path(os.environ.get("TLEDGE_WEIGHTS") or WEIGHTS))
+    parser.add_argument("--output", default="bench_photos_to_bundle", help="file name under scripts/results/ (without .json)")
+    args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads((ROOT / "scripts" / "results" / f"{args.output}.json").read_text())))
+        return
+    if not CLOTHING.is_dir() or not args.weights.is_file():
+        raise SystemExit(f"needs {CLOTHING} and the real weights ({args.weights}); see ../shared/README.md")
+
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    rows: list[dict[str, Any]] = []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    fid: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="tledge-p2b-") as tmp_name:
+        tmp = Path(tmp_name)
+        data = make_standin(tmp / "data")
+        sides = {"after": Bench(ROOT, data, tmp, args.weights)}
+        if not args.skip_baseline:
+            sides["before"] = Bench(baseline_tree(args.baseline_ref, tmp / "baseline"), data, tmp, args.weights)
+        try:
+            for i in range(args.repeat):
+                # Interleaved: before and after alternate, so a change in the machine's load hits both.
+                for side, bench in sorted(sides.items(), key=lambda kv: kv[0] != "before"):
+                    cache = tmp / f"cache-{side}-{i}"
+                    trained = emit(f"{side}: tledge train (cold cache)", {"run": i, **bench.train(cache, tmp / f"runs-{side}")}, rows)
+                    groups.setdefault(f"{side}_train", []).append(trained)
+                    exported = bench.export(cache, trained["run_dir"], tmp / f"bundle-{side}-{i}", ["--quantize"])
+                    fid[f"{side}_int8"] = fidelity(exported["result"])
+                    groups.setdefault(f"{side}_export", []).append(emit(f"{side}: tledge export --quantize", {"run": i, **exported, **fid[f"{side}_int8"]}, rows))
+                    if side != "after":
+                        continue
+                    warm_backbone = tmp / f"cache-after-backbone-{i}"
+                    shutil.copytree(cache / "backbones", warm_backbone / "backbones")
+                    groups.setdefault("after_train_backbone_cached", []).append(
+                        emit("after: tledge train (new data, backbone already converted)", {"run": i, **bench.train(warm_backbone, tmp / "runs-after-b")}, rows))
+                    one = bench.train(tmp / f"cache-after-one-{i}", tmp / "runs-after-one", ["--export", "--quantize", "--bundle-out", str(tmp / f"bundle-one-{i}")])
+                    fid["after_one_command_int8"] = fidelity(one["result"]["export"])
+                    groups.setdefault("after_one_command", []).append(
+                        emit("after: tledge train --export --quantize (cold cache, one command)", {"run": i, **one, **fid["after_one_command_int8"]}, rows))
+                    if i == 0:
+                        for mode in ("float16", "dynamic"):
+                            other = bench.export(cache, trained["run_dir"], tmp / f"bundle-{mode}", ["--mode", mode])
+                            fid[f"after_{mode}"] = fidelity(other["result"])
+                            emit(f"after: tledge export --mode {mode}", {"run": i, **other, **fid[f"after_{mode}"]}, rows)
+            if not args.skip_recipe:
+                for epochs in (3, 10):
+                    groups[f"recipe_{epochs}"] = [emit(f"seed Keras recipe, {epochs} epochs", recipe(data, args.weights, epochs), rows)]
+        finally:
+            if "before" in sides:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "baseline")], capture_output=True)
+
+    summary: dict[str, Any] = {"name": "summary"}
+    for key, group in groups.items():
+        summary[f"{key}_wall_s"] = median(group, "wall_s")
+        summary[f"{key}_cpu_s"] = median(group, "cpu_s")
+        if "stages" in group[0]:
+            summary[f"{key}_stages"] = median_stages(group)
+        if "val_acc" in group[0]:
+            summary[f"{key}_val_acc"] = statistics.median(r["val_acc"] for r in group)
+    for side in ("before", "after"):
+        if f"{side}_train_wall_s" in summary:
+            summary[f"{side}_photos_to_bundle_wall_s"] = round(summary[f"{side}_train_wall_s"] + summary[f"{side}_export_wall_s"], 2)
+    if "after_one_command_wall_s" in summary:
+        summary["headline_one_command_wall_s"] = summary["after_one_command_wall_s"]
+    if "before_export_wall_s" in summary:
+        summary["export_speedup"] = round(summary["before_export_wall_s"] / summary["after_export_wall_s"], 2)
+        summary["train_speedup"] = round(summary["before_train_wall_s"] / summary["after_train_wall_s"], 2)
+        summary["photos_to_bundle_speedup"] = round(summary["before_photos_to_bundle_wall_s"] / summary["after_one_command_wall_s"], 2)
+    for epochs in (3, 10):
+        if f"recipe_{epochs}_wall_s" in summary:
+            summary[f"recipe_{epochs}_vs_after_train_cold"] = round(summary[f"recipe_{epochs}_wall_s"] / summary["after_train_wall_s"], 2)
+    summary["fidelity"] = fid
+    summary["goals"] = {
+        "photos_to_bundle_under_30_s": summary.get("headline_one_command_wall_s", 1e9) < 30,
+        "export_quantize_at_most_15_s": summary.get("after_export_wall_s", 1e9) <= 15,
+        "train_cold_at_most_10_s": summary.get("after_train_wall_s", 1e9) <= 10,
+        "recipe_10_epochs_at_least_10x": summary.get("recipe_10_vs_after_train_cold", 0) >= 10,
+        "int8_agreement_at_least_99pct": fid.get("after_int8", {}).get("agreement", 0) >= 0.99,
+        "int8_drop_at_most_half_point": fid.get("after_int8", {}).get("drop_points", 9) <= 0.5,
+    }
+    rows.append(summary)
+    print(json.dumps(summary), flush=True)
+    result = {
+        "command": "scripts/bench_photos_to_bundle.py " + " ".join(sys.argv[1:]),
+        "started_utc": started,
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpu_model": lscpu_model(), "cpus": os.cpu_count(), "load_avg_at_start": rows[0].get("load_avg_1m"),
+                    "load_avg_at_end": round(os.getloadavg()[0], 2)},
+        "baseline_ref": None if args.skip_baseline else args.baseline_ref,
+        "dataset": {"classes": list(CLASSES), "per_class": PER_CLASS, "source": "../shared/datasets/clothing-small (val from its val+test)"},
+        "summary": summary,
+        "rows": rows,
+    }
+    out = ROOT / "scripts" / "results" / f"{args.output}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
