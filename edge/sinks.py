@@ -152,7 +152,7 @@ def opencv_has_gui() -> bool:
 OPENCV_GUI_HINT = (
     "this OpenCV build has no GUI (opencv-python-headless, what `pip install tledge` brings); "
     "use --serve for a live view in the browser, or for a desktop window: pip install opencv-python "
-    "(on Debian/Raspberry Pi OS it also needs: sudo apt install libgl1 libglib2.0-0)"
+    "(on Debian/Raspberry Pi OS it also needs: sudo apt install libgl1 libglib2.0-0 libx11-6 libxcb1 libxext6 libsm6 libice6)"
 )
 
 

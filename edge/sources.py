@@ -316,7 +316,8 @@ def _even(value: int) -> int:
 PICAMERA_NUMPY_HINT = (
     "picamera2 could not be imported: {exc}. The apt-installed camera stack (picamera2, "
     "simplejpeg) is built for the system's numpy, and a newer numpy in the virtualenv hides "
-    "it (Raspberry Pi OS Bookworm ships numpy 1.x). In the virtualenv run: pip install \"numpy<2\""
+    "it (Raspberry Pi OS Bookworm ships numpy 1.x). In the virtualenv, resolve tledge again with the pin "
+    "(pip then picks an OpenCV built for numpy 1.x too): pip install tledge \"numpy<2\""
 )
 
 

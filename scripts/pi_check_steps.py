@@ -32,10 +32,11 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-#: Scores (softmax / dequantized probabilities, 0..1) may differ between x86 and ARM by
-#: this much: int8 kernels (XNNPACK) and OpenCV's SIMD resize round differently, and
-#: Google's uint8 model has a 1/256 output step, so this is about 2.5 output steps.
-SCORE_TOLERANCE = 0.01
+#: Scores (dequantized probabilities, 0..1) may differ between x86 and ARM by this much
+#: (about 10 steps of a 1/256 uint8 output). The preprocessed input tensors are
+#: byte-identical on both; the int8 kernels round differently per CPU. The first
+#: Bookworm run (2026-11-30) saw at most 0.027 and failed an a-priori 0.01.
+SCORE_TOLERANCE = 0.04
 #: Frames of the generated video that `tledge run` must classify like x86 does.
 VIDEO_FRAMES = 100
 VIDEO_AGREEMENT_MIN = 0.98
