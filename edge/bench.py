@@ -18,6 +18,7 @@ from edge.choices import BenchApi
 from edge.classifier import Classifier
 from edge.errors import TledgeError
 from edge.runtime import CompiledModelRunner
+from edge.stats import percentile
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,7 @@ def bench_model(info: ModelInfo, thread_counts: list[int], runs: int = 50, warmu
         results.append(
             BenchResult(
                 api=BenchApi(api).value, threads=threads, runs=runs,
-                p50_ms=float(np.percentile(times, 50)), p90_ms=float(np.percentile(times, 90)),
-                p99_ms=float(np.percentile(times, 99)), mean_ms=float(times.mean()),
+                p50_ms=percentile(times, 50), p90_ms=percentile(times, 90), p99_ms=percentile(times, 99), mean_ms=float(times.mean()),
                 throughput=float(runs / (times.sum() / 1000.0)),
             )
         )

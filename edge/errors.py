@@ -1,7 +1,6 @@
 """One exception tree for tledge. Every message says what went wrong *and* how to fix it.
 
     TledgeError                      base; the CLI turns it into exit code 1
-    ├── DataError                    dataset folder / image problems (trainer)
     ├── ImageError                   one image cannot be decoded or is unsafe to decode
     ├── ModelError                   a .tflite / bundle / labels file is unusable
     │   └── BundleIntegrityError     a bundle's sha256 does not match its manifest
@@ -9,12 +8,10 @@
     ├── DelegateError                a delegate library cannot be loaded
     ├── SourceError                  a camera / video / stream cannot be opened
     ├── ServeError                   the live view server cannot start (bad address, port in use)
-    ├── ExportError                  conversion or verification failed
-    ├── WeightsError                 ImageNet weights cannot be found or loaded
-    ├── OutputError                  a result (training run, log) cannot be written: disk full, permissions
     └── MissingExtraError            an optional dependency group is not installed
 
-Library code raises these; only the CLI turns them into exit codes.
+The trainer's own errors (DataError, ExportError, ...) live in `trainer.errors` and
+subclass `TledgeError`. Library code raises these; only the CLI turns them into exit codes.
 """
 
 from __future__ import annotations
@@ -22,10 +19,6 @@ from __future__ import annotations
 
 class TledgeError(Exception):
     """Base class for every error tledge reports to a user."""
-
-
-class DataError(TledgeError):
-    """The dataset cannot be used as given."""
 
 
 class ImageError(TledgeError):
@@ -54,18 +47,6 @@ class SourceError(TledgeError):
 
 class ServeError(TledgeError):
     """The live view server (`--serve`) cannot be configured or started."""
-
-
-class ExportError(TledgeError):
-    """Conversion to .tflite or its verification failed."""
-
-
-class OutputError(TledgeError):
-    """A result cannot be written (disk full, read-only or unwritable folder)."""
-
-
-class WeightsError(TledgeError):
-    """Pretrained weights cannot be found or loaded."""
 
 
 class MissingExtraError(TledgeError):

@@ -30,6 +30,7 @@ from edge.errors import SourceError
 from edge.results import FrameResult
 from edge.sinks import Sink, StopPipeline
 from edge.sources import Source
+from edge.stats import percentile
 
 __all__ = ["FrameResult", "Pipeline", "PipelineOptions", "ReconnectPolicy", "RunStats", "stop_on_signals"]
 
@@ -163,11 +164,6 @@ class FrameSlot:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) of `values`, 0.0 when empty."""
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else 0.0
 
 
 class Pipeline:

@@ -85,7 +85,7 @@ def weights_only(model, pixels: np.ndarray, float_probs: np.ndarray, calibration
     """Agreement with conv kernels int8-rounded in Keras (float activations), plain and corrected."""
     import keras
 
-    from trainer.bias_correction import bias_corrected, rounding_error
+    from trainer.export.bias_correction import bias_corrected, rounding_error
 
     def rounded(source):
         copy = keras.models.clone_model(source)
@@ -234,9 +234,9 @@ def main() -> None:
     parser.add_argument("--no-bias-correction", action="store_true", help="convert without trainer.bias_correction")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from trainer.convert import convert, representative_dataset, stratified_sample
-    from trainer.export import _load_keras, load_run
-    from trainer.export_config import IOType, QuantizationMode
+    from trainer.export.convert import convert, representative_dataset, stratified_sample
+    from trainer.export.exporter import _load_keras, read_run as load_run
+    from trainer.export.options import IOType, QuantizationMode
 
     run = load_run(args.run)
     model = _load_keras(run)

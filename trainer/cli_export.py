@@ -13,9 +13,9 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from trainer.export_config import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, IOType, QuantizationMode
+from trainer.cli_train import DataRootOpt
+from trainer.export.options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, IOType, QuantizationMode
 
 _HELP = """Convert a training run to a verified, self-describing .tflite bundle.
 
@@ -42,40 +42,6 @@ def choose_mode(quantize: bool, mode: QuantizationMode | None, io_type: IOType |
     return mode
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100.0 * value:.1f}%"
-
-
-def _points(value: float | None) -> str:
-    return "n/a" if value is None else f"{value + 0.0:+.1f}"  # + 0.0 turns -0.0 into 0.0
-
-
-def render_report(report: dict[str, Any], console: Console) -> None:
-    """Print the verification report as rich tables."""
-    splits = Table(title=f"Verification: Keras float vs .tflite ({report['quantization']}, edge runtime)")
-    for column in ("split", "images", "float acc", "tflite acc", "change (pts)", "top-1 agreement"):
-        splits.add_column(column, justify="left" if column == "split" else "right")
-    for name, row in report["splits"].items():
-        drop = None if row["drop_points"] is None else 0.0 - row["drop_points"]
-        splits.add_row(name, str(row["images"]), _pct(row["float_accuracy"]), _pct(row["tflite_accuracy"]), _points(drop), _pct(row["top1_agreement"]))
-    console.print(splits)
-    classes = Table(title="Per class (val + test)")
-    for column in ("class", "images", "float acc", "tflite acc", "delta (pts)"):
-        classes.add_column(column, justify="left" if column == "class" else "right")
-    for row in report["per_class"]:
-        style = "red" if (row["delta_points"] or 0) < 0 else None
-        classes.add_row(row["label"], str(row["images"]), _pct(row["float_accuracy"]), _pct(row["tflite_accuracy"]), _points(row["delta_points"]), style=style)
-    console.print(classes)
-    latency = report["latency_ms"]
-    console.print(
-        f"size {report['model_size_bytes'] / 1e6:.2f} MB · mean latency {latency['mean']:.2f} ms "
-        f"(invoke {latency['invoke_mean']:.2f} ms, {report['backend']}) · input {report['io']}",
-        highlight=False,
-    )
-    verdict = "passed" if report["passed"] else ("accepted with --accept-drop" if report["accepted_drop"] else "FAILED")
-    console.print(f"accuracy drop {report['drop_points']:.2f} points (limit {report['max_drop_points']:g}): {verdict}", highlight=False)
-
-
 def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
     """Add `export` to `app`; `wrap` maps domain errors to exit codes."""
 
@@ -93,6 +59,7 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         accept_drop: bool = typer.Option(False, "--accept-drop", help="Write the bundle even when accuracy drops more than --max-drop."),
         threads: Optional[int] = typer.Option(None, min=1, help="Interpreter threads for verification (default: all cores, at most 4)."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout (progress stays on stderr)."),
+        data_root: Optional[Path] = DataRootOpt,
     ) -> None:
         from trainer.deps import require_tensorflow
 
@@ -100,11 +67,12 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         require_tensorflow("tledge export")
         from trainer.export import CalibrationWarning, ExportOptions
         from trainer.export import export as run_export
-        from trainer.verify import VerificationFailed
+        from trainer.export.render import render_report
+        from trainer.export.verify import VerificationFailed
 
         options = ExportOptions(
             quantization=chosen, io_type=io or IOType.UINT8, calibration_images=calibration_images, out=out,
-            force=force, max_drop=max_drop, accept_drop=accept_drop, threads=threads,
+            force=force, max_drop=max_drop, accept_drop=accept_drop, threads=threads, data_root=data_root,
         )
         err = Console(file=sys.stderr)
         stdout = Console()

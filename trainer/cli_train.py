@@ -12,6 +12,11 @@ import typer
 from edge.preprocess import ResizePolicy
 from trainer.config import Backbone, CacheMode, Distribute, FeatureEngine
 
+DataRootOpt = typer.Option(
+    None, "--data-root", file_okay=False,
+    help="Where the run's images are now, if they moved since training (default: the folder recorded in splits.json).",
+)
+
 
 def _options(**kw: Any) -> Any:
     """Build `TrainOptions` from the CLI's flat keyword arguments."""
@@ -91,6 +96,7 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A run directory made by tledge train."),
         split: str = typer.Option("test", help="train | val | test"),
         json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+        data_root: Optional[Path] = DataRootOpt,
     ) -> None:
         """Recompute the metrics of a run's Keras model on one of its splits."""
         from trainer.deps import require_tensorflow
@@ -98,7 +104,7 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         require_tensorflow("tledge evaluate")
         from trainer.evaluate import evaluate_run
 
-        metrics = evaluate_run(run_dir, split)
+        metrics = evaluate_run(run_dir, split, data_root)
         if json_out:
             typer.echo(json.dumps(metrics))
             return

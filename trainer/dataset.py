@@ -25,7 +25,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from edge.errors import DataError
+from trainer.errors import DataError
 from edge.images import IMAGE_SUFFIXES, MAX_PIXELS, is_image_name
 
 SPLITS = ("train", "val", "test")

@@ -25,7 +25,7 @@ from edge.sources import open_source
 from trainer import synthetic
 from trainer.config import DataOptions, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsSpec
 from trainer.export import export
-from trainer.export_config import ExportOptions
+from trainer.export.options import ExportOptions
 from trainer.progress import Reporter
 
 

@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge.errors import ModelError, WeightsError
+from edge.errors import ModelError
+from trainer.errors import WeightsError
 from trainer.config import Backbone, ModelOptions, WeightsKind, WEIGHTS_ENV
 from trainer.deps import require_keras
 

@@ -1,11 +1,11 @@
-"""trainer.bias_correction: int8 weight rounding emulated exactly, and its mean shift cancelled."""
+"""trainer.export.bias_correction: int8 weight rounding emulated exactly, and its mean shift cancelled."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from trainer.bias_correction import INT8_WEIGHT_LEVELS, bias_corrected, find_conv_norms, output_shift, rounding_error
+from trainer.export.bias_correction import INT8_WEIGHT_LEVELS, bias_corrected, find_conv_norms, output_shift, rounding_error
 
 SIZE = 32  # pixels
 
@@ -130,7 +130,7 @@ def test_output_shift_is_the_mean_change_of_a_1x1_conv():
 
 def test_int8_export_corrects_by_default_and_can_be_switched_off(export_once, trained_run, tmp_path):
     from trainer.export import ExportOptions, check_file, export
-    from trainer.tflite_inspect import inspect_tflite
+    from trainer.export.tflite_inspect import inspect_tflite
 
     corrected = export_once("int8")
     plain = export(trained_run, ExportOptions.for_int8(out=tmp_path / "plain", accept_drop=True, bias_correction=False))

@@ -12,7 +12,7 @@ import pytest
 from export_helpers import UNICODE_LABELS
 from edge.bundle import embedded_files, load_model_info, parse_labels, read_labels
 from edge.classifier import Classifier
-from edge.errors import ExportError
+from trainer.errors import ExportError
 from edge.images import load_rgb
 
 
@@ -134,7 +134,7 @@ def test_force_replaces_the_bundle(unicode_bundle, unicode_run, tmp_path):
 
 
 def test_interrupted_export_leaves_no_partial_files_and_keeps_the_old_bundle(unicode_bundle, unicode_run, tmp_path, monkeypatch):
-    import trainer.export as export_module
+    import trainer.export.exporter as export_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C while verifying: model.tflite is already staged

@@ -25,7 +25,7 @@ def _json_line(stdout: str) -> dict:
 
 def test_quantize_alone_gives_int8_with_uint8_pixel_input(runner, tiny_run, tmp_path):
     """On the trainer's own run directory: the shared contract between the two halves."""
-    from trainer.tflite_inspect import inspect_tflite
+    from trainer.export.tflite_inspect import inspect_tflite
 
     out = tmp_path / "bundle"
     result = runner.invoke(app, ["export", str(tiny_run), "--quantize", "--out", str(out), "--accept-drop", "--json"])

@@ -16,7 +16,7 @@ MODES = ("int8", "int8-io8", "float16", "dynamic", "float32")
 
 
 def summary_of(result):
-    from trainer.tflite_inspect import inspect_tflite
+    from trainer.export.tflite_inspect import inspect_tflite
 
     return inspect_tflite(result.model_path.read_bytes())
 

@@ -16,7 +16,7 @@ def test_int8_export_of_a_real_model_passes_the_default_gate(shared, imagenet_we
         pytest.skip(f"{data} is absent")
     from trainer.config import CacheMode, DataOptions, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsKind, WeightsSpec
     from trainer.export import ExportOptions, export
-    from trainer.tflite_inspect import inspect_tflite
+    from trainer.export.tflite_inspect import inspect_tflite
     from trainer.train import train
 
     options = TrainOptions(

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from trainer.bundle_writer import BundleStaging, recover_interrupted, remove_stale
+from trainer.export.bundle_writer import BundleStaging, recover_interrupted, remove_stale
 
 
 def _old_bundle(parent: Path, name: str) -> Path:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import typer
 
-from edge.errors import ExportError
-from trainer.bundle_writer import BundleStaging, check_target, write_atomic
+from trainer.errors import ExportError
+from trainer.export.bundle_writer import BundleStaging, check_target
 from trainer.cli_export import choose_mode
-from trainer.convert import representative_dataset, stratified_sample
-from trainer.export import load_run
-from trainer.export_config import ExportOptions, IOType, QuantizationMode
-from trainer.verify import VerificationFailed, judge
+from trainer.export.convert import representative_dataset, stratified_sample
+from trainer.export.options import ExportOptions, IOType, QuantizationMode
+from trainer.export.verify import VerificationFailed, judge
 
 
 # -- calibration sampling ----------------------------------------------------------
@@ -131,7 +128,7 @@ def test_choose_mode_refuses_contradictions(quantize, mode, io):
 
 # -- checks of the produced file --------------------------------------------------------
 def _summary(ops, dtypes, io="UINT8"):
-    from trainer.tflite_inspect import TensorSummary, TfliteSummary
+    from trainer.export.tflite_inspect import TensorSummary, TfliteSummary
 
     tensor_in = TensorSummary("image", io, (1, 8, 8, 3), 1.0, 0)
     tensor_out = TensorSummary("score", io, (1, 2), 1 / 256, 0)
@@ -200,55 +197,3 @@ def test_check_target_allows_an_empty_folder_and_refuses_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ExportError, match="not a folder"):
         check_target(tmp_path / "file", force=True)
-
-
-def test_write_atomic_leaves_no_temp_files(tmp_path):
-    write_atomic(tmp_path / "f.json", b"{}")
-    write_atomic(tmp_path / "f.json", b"[]")
-    assert [p.name for p in tmp_path.iterdir()] == ["f.json"] and (tmp_path / "f.json").read_bytes() == b"[]"
-
-
-# -- run directory checks --------------------------------------------------------------
-def _run_dir(tmp_path: Path, run: dict | None = None, splits: dict | None = None) -> Path:
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "model.keras").write_bytes(b"")
-    base = {"name": "r", "labels": ["a", "b"], "image_size": [32, 32], "resize": "center_crop", "backbone": {}}
-    (run_dir / "run.json").write_text(json.dumps({**base, **(run or {})}), encoding="utf-8")
-    (run_dir / "splits.json").write_text(json.dumps(splits or {"train": [["x.png", 0]], "val": [], "test": [["y.png", 1]]}))
-    return run_dir
-
-
-def test_load_run_reads_the_contract(tmp_path):
-    run = load_run(_run_dir(tmp_path))
-    assert run.name == "r" and run.labels == ("a", "b") and run.image_size == (32, 32)
-    assert run.splits["train"] == [("x.png", 0)] and run.splits["val"] == []
-
-
-@pytest.mark.parametrize(
-    "run, splits, match",
-    [
-        ({"labels": ["a", "a"]}, None, "duplicate"),
-        ({"labels": ["a", "b\nc"]}, None, "line break"),
-        ({"labels": []}, None, "labels"),
-        ({"image_size": "big"}, None, "image_size"),
-        ({"resize": "squash"}, None, "resize"),
-        (None, {"train": [["x.png", 5]]}, "class index 5"),
-        (None, {"train": [["x.png"]]}, "malformed"),
-    ],
-)
-def test_load_run_rejects_broken_runs(tmp_path, run, splits, match):
-    with pytest.raises(ExportError, match=match):
-        load_run(_run_dir(tmp_path, run, splits))
-
-
-def test_load_run_names_missing_files(tmp_path):
-    with pytest.raises(ExportError, match="not found"):
-        load_run(tmp_path / "nope")
-    run_dir = _run_dir(tmp_path)
-    os.remove(run_dir / "splits.json")
-    with pytest.raises(ExportError, match="splits.json is missing"):
-        load_run(run_dir)
-    (run_dir / "splits.json").write_text("{")
-    with pytest.raises(ExportError, match="Cannot read"):
-        load_run(run_dir)

@@ -176,8 +176,8 @@ def test_train_to_a_full_disk_fails_cleanly_and_a_rerun_elsewhere_works(dataset:
 # -- a fake full disk (runs everywhere) -----------------------------------------------------
 
 def test_bundle_staging_on_enospc_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge.errors import ExportError
-    from trainer import bundle_writer
+    from trainer.errors import ExportError
+    from trainer.export import bundle_writer
 
     real_fdopen = os.fdopen
     writes = {"n": 0}
@@ -220,8 +220,8 @@ def test_bundle_staging_on_enospc_leaves_nothing(tmp_path: Path, monkeypatch: py
 def test_atomic_writes_get_the_modes_a_plain_write_would(tmp_path: Path, umask: int) -> None:
     """mkstemp/mkdtemp make 0600/0700 entries; a bundle copied to a device must still be
     readable by the user its service runs as."""
-    from trainer.bundle_writer import BundleStaging
-    from trainer.evaluate import write_atomic as write_run_file
+    from trainer.export.bundle_writer import BundleStaging
+    from edge.atomic import write_text as write_run_file
 
     old = os.umask(umask)
     try:

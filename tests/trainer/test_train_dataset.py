@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from edge.errors import DataError
+from trainer.errors import DataError
 from edge.images import load_rgb
 from train_helpers import colour_dataset, solid, write_image
 from trainer.dataset import scan, split_counts

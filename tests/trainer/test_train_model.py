@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from tledge_paths import ROOT
-from edge.errors import ModelError, WeightsError
+from edge.errors import ModelError
+from trainer.errors import WeightsError
 from train_helpers import tiny_options
 from trainer import model as model_lib
 from trainer.config import Backbone, ModelOptions, WeightsKind, WeightsSpec
@@ -141,21 +142,20 @@ def test_mobilenet_file_for_224_serves_other_sizes_and_keras_cache(imagenet_weig
 # -- the head's training rules, on crafted features (milliseconds per epoch) --------------
 
 
-def _arrays(x: np.ndarray, y: np.ndarray):  # type: ignore[no-untyped-def]
-    from trainer.train import Arrays
+def _rows(x: np.ndarray, y: np.ndarray):  # type: ignore[no-untyped-def]
+    from trainer.features.training import FeatureRows
 
-    return Arrays(x.astype(np.float32), y, np.arange(len(y)), np.ones(len(y), dtype=bool))
+    return FeatureRows(x.astype(np.float32), y, np.arange(len(y)), np.ones(len(y), dtype=bool))
 
 
 def _fit(tmp_path: Path, train_xy, val_xy, **hyper):  # type: ignore[no-untyped-def]
-    from trainer.dataset import Dataset
+    from trainer.distribute import choose_strategy
+    from trainer.head import fit_head
     from trainer.progress import Reporter
-    from trainer.train import EvalPlan, _Work, choose_strategy, fit_head
 
     options = tiny_options(tmp_path, tmp_path, **hyper)
-    arrays = {"train": _arrays(*train_xy), "val": _arrays(*val_xy), "test": _arrays(*val_xy)}
-    work = _Work(Dataset(tmp_path, ("a", "b"), {}, "folders"), EvalPlan("val"))
-    return fit_head(options, arrays, 2, choose_strategy(options.runtime.distribute), work, Reporter(quiet=True)), work
+    rows = {"train": _rows(*train_xy), "val": _rows(*val_xy), "test": _rows(*val_xy)}
+    return fit_head(options, rows, 2, choose_strategy(options.runtime.distribute), Reporter(quiet=True))
 
 
 def _separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -168,24 +168,25 @@ def _separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_early_stopping_restores_the_best_epoch(tmp_path: Path) -> None:
     x, y = _separable(64, 0)
-    (head, info), work = _fit(tmp_path, (x, y), (x[:16], 1 - y[:16]), epochs=30, patience=2, learning_rate=0.05)  # val labels flipped
+    fitted = _fit(tmp_path, (x, y), (x[:16], 1 - y[:16]), epochs=30, patience=2, learning_rate=0.05)  # val labels flipped
+    head, info = fitted.head, fitted.info
     assert info["stopped_early"] and info["epochs_run"] == info["best_epoch"] + 2
-    val_losses = [row["val_loss"] for row in work.history]
+    val_losses = [row["val_loss"] for row in fitted.history]
     restored = head.evaluate(x[:16].astype(np.float32), np.eye(2)[1 - y[:16]], verbose=0)[0]
     assert restored == pytest.approx(min(val_losses), rel=1e-4)
 
 
 def test_label_smoothing_caps_confidence(tmp_path: Path) -> None:
     x, y = _separable(64, 1)
-    (sharp, _), _ = _fit(tmp_path, (x, y), (x, y), epochs=60, label_smoothing=0.0, learning_rate=0.05, patience=60)
-    (smooth, _), _ = _fit(tmp_path, (x, y), (x, y), epochs=60, label_smoothing=0.4, learning_rate=0.05, patience=60)
+    sharp = _fit(tmp_path, (x, y), (x, y), epochs=60, label_smoothing=0.0, learning_rate=0.05, patience=60).head
+    smooth = _fit(tmp_path, (x, y), (x, y), epochs=60, label_smoothing=0.4, learning_rate=0.05, patience=60).head
     top_sharp = sharp.predict(x.astype(np.float32), verbose=0).max(axis=1).mean()
     top_smooth = smooth.predict(x.astype(np.float32), verbose=0).max(axis=1).mean()
     assert top_sharp > 0.97 and top_smooth < 0.9  # smoothing 0.4 targets 0.8 for 2 classes
 
 
 def test_class_weights_balance_the_classes() -> None:
-    from trainer.train import class_weights
+    from trainer.head import class_weights
 
     weights = class_weights(np.array([0] * 90 + [1] * 10), 2)
     assert weights[0] * 90 == pytest.approx(weights[1] * 10)
@@ -198,8 +199,8 @@ def test_class_weights_lift_the_minority_class(tmp_path: Path) -> None:
     x = rng.normal(0, 1.0, (100, 8))
     x[:, 0] += np.where(y == 1, 1.0, -1.0)  # overlapping classes: the prior matters
     probe = np.zeros((1, 8))
-    (plain, _), _ = _fit(tmp_path, (x, y), (x, y), epochs=150, class_weights=False, learning_rate=0.05, patience=150)
-    (balanced, _), _ = _fit(tmp_path, (x, y), (x, y), epochs=150, class_weights=True, learning_rate=0.05, patience=150)
+    plain = _fit(tmp_path, (x, y), (x, y), epochs=150, class_weights=False, learning_rate=0.05, patience=150).head
+    balanced = _fit(tmp_path, (x, y), (x, y), epochs=150, class_weights=True, learning_rate=0.05, patience=150).head
     p_plain = plain.predict(probe.astype(np.float32), verbose=0)[0, 1]
     p_balanced = balanced.predict(probe.astype(np.float32), verbose=0)[0, 1]
     print(p_plain, p_balanced)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge.errors import DataError, OutputError
+from trainer.errors import DataError, OutputError
 from train_helpers import colour_dataset, tiny_options
 from trainer.cli import app
 from trainer.train import train
@@ -70,7 +70,7 @@ def test_unreadable_files_are_skipped_and_reported_not_a_crash(tmp_path: Path) -
     report = json.loads((result.run_dir / "data_report.json").read_text())
     assert {Path(s["path"]).name for s in report["skipped"]} == {"garbage.png", "truncated.png"}
     splits = json.loads((result.run_dir / "splits.json").read_text())
-    used = {Path(p).name for rows in splits.values() for p, _ in rows}
+    used = {Path(p).name for s in ("train", "val", "test") for p, _ in splits[s]}
     assert "truncated.png" not in used and len(used) == 12
 
 
@@ -113,12 +113,12 @@ def test_fine_tuning_keeps_batchnorm_frozen_and_reports_whether_it_helped(synthe
 
 
 def test_a_failed_run_leaves_no_run_directory(synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import trainer.train as train_module
+    import trainer.plots as plots_module
 
     def broken(*_args: object, **_kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(train_module, "plot_history", broken)
+    monkeypatch.setattr(plots_module, "plot_history", broken)
     with pytest.raises(OutputError, match="disk full"):
         train(tiny_options(synthetic_dataset, tmp_path / "runs"))
     assert list((tmp_path / "runs").iterdir()) == []

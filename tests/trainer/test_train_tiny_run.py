@@ -21,8 +21,9 @@ def test_tiny_run_follows_the_run_directory_contract(tiny_run: Path) -> None:
         assert key in run
     splits = json.loads((tiny_run / "splits.json").read_text())
     assert [len(splits[s]) for s in ("train", "val", "test")] == [80, 8, 8]
+    assert splits["format"] == 2 and splits["data_root"] == run["data_dir"]
     path, label = splits["val"][0]
-    assert Path(path).is_absolute() and Path(path).is_file() and 0 <= label < 4
+    assert not Path(path).is_absolute() and (Path(splits["data_root"]) / path).is_file() and 0 <= label < 4
     assert not list(tiny_run.parent.glob(".*partial"))
 
 

@@ -1,42 +1,36 @@
-"""`tledge export`: a training run -> a verified, self-describing .tflite bundle.
+"""The export orchestration: read the run folder, convert, check the file, embed the
+metadata, verify with the edge runtime, and commit the bundle (see `trainer.export`).
 
-    run dir ──convert──> .tflite ──check file──> + metadata ──verify (edge runtime)──> bundle
-
-The run directory is what `tledge train` writes (model.keras, labels.txt, run.json,
-splits.json). The bundle format is documented in models/README.md.
-
->>> result = export("runs/clothing", ExportOptions.for_int8())
->>> result.report["splits"]["test"]["tflite_accuracy"]
+The bundle format is documented in models/README.md.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge.bundle import LABELS_NAME, MANIFEST_NAME, MODEL_NAME, load_model_info
-from edge.errors import ExportError
-from edge.preprocess import ResizePolicy
-from trainer.bundle_writer import BundleStaging, check_target
-from trainer.convert import convert, representative_dataset, stratified_sample
-from trainer.export_config import (
+from trainer.errors import ExportError
+from trainer.export.bundle_writer import BundleStaging, check_target
+from trainer.export.convert import convert, representative_dataset, stratified_sample
+from trainer.export.options import (
     MIN_CALIBRATION_IMAGES,
     ExportOptions,
     IOType,
     QuantizationMode,
 )
-from trainer.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
-from trainer.tflite_inspect import TfliteSummary, inspect_tflite
-from trainer.verify import bundle_metrics, judge, verify
+from trainer.export.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
+from trainer.export.tflite_inspect import TfliteSummary, inspect_tflite
+from trainer.export.verify import bundle_metrics, judge, verify
+from trainer.run_dir import RunFolder, read_run
 
-__all__ = ["ExportOptions", "ExportResult", "IOType", "QuantizationMode", "RunInfo", "export", "load_run", "CalibrationWarning"]
+__all__ = ["CalibrationWarning", "ExportOptions", "ExportResult", "IOType", "QuantizationMode", "check_file", "export"]
 
 REPORT_NAME = "report.json"
 Log = Callable[[str], None]
@@ -44,23 +38,6 @@ Log = Callable[[str], None]
 
 class CalibrationWarning(UserWarning):
     """Too few calibration images for reliable int8 ranges."""
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """The parts of a training run directory the exporter uses."""
-
-    run_dir: Path
-    name: str
-    labels: tuple[str, ...]
-    image_size: tuple[int, int]  # (height, width), pixels
-    resize: ResizePolicy
-    backbone: dict[str, Any]
-    splits: dict[str, list[tuple[str, int]]] = field(repr=False)
-
-    @property
-    def model_path(self) -> Path:
-        return self.run_dir / "model.keras"
 
 
 @dataclass(frozen=True)
@@ -76,66 +53,7 @@ class ExportResult:
     manifest: dict[str, Any]
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExportError(f"{path} is missing: pass a run directory written by `tledge train`") from None
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"Cannot read {path}: {exc}; re-run `tledge train` to rewrite it") from None
-
-
-def _check_labels(labels: list[Any], where: Path) -> tuple[str, ...]:
-    if not labels or not all(isinstance(label, str) and label.strip() for label in labels):
-        raise ExportError(f"{where}: 'labels' must be a non-empty list of non-blank names")
-    if any("\n" in label or "\r" in label for label in labels):
-        raise ExportError(f"{where}: a label contains a line break, which labels.txt cannot hold; rename the class folder")
-    if len(set(labels)) != len(labels):
-        raise ExportError(f"{where}: duplicate labels; class names must be unique")
-    return tuple(labels)
-
-
-def _check_split(items: Any, num_classes: int, name: str, where: Path) -> list[tuple[str, int]]:
-    out = []
-    for entry in items or []:
-        if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[1], int)):
-            raise ExportError(f"{where}: split '{name}' has a malformed entry {entry!r}; expected [path, class_index]")
-        if not 0 <= entry[1] < num_classes:
-            raise ExportError(f"{where}: split '{name}' has class index {entry[1]} for {num_classes} labels")
-        out.append((str(entry[0]), int(entry[1])))
-    return out
-
-
-def load_run(run_dir: str | os.PathLike[str]) -> RunInfo:
-    """Read and check a training run directory. Raises `ExportError` with a remedy."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ExportError(f"Run directory not found: {run_dir}; pass the folder `tledge train` wrote")
-    run = _read_json(run_dir / "run.json")
-    raw_splits = _read_json(run_dir / "splits.json")
-    if not isinstance(run, dict) or not isinstance(raw_splits, dict):
-        raise ExportError(f"{run_dir}: run.json and splits.json must hold JSON objects; re-run `tledge train`")
-    labels = _check_labels(run.get("labels") or [], run_dir / "run.json")
-    try:
-        height, width = (int(v) for v in run["image_size"])
-        resize = ResizePolicy(run.get("resize", ResizePolicy.CENTER_CROP.value))
-    except (KeyError, TypeError, ValueError):
-        raise ExportError(f"{run_dir / 'run.json'}: needs 'image_size': [height, width] and a known 'resize'") from None
-    splits = {name: _check_split(raw_splits.get(name), len(labels), name, run_dir / "splits.json") for name in ("train", "val", "test")}
-    if not (run_dir / "model.keras").is_file():
-        raise ExportError(f"{run_dir / 'model.keras'} is missing; the training run did not finish — train again")
-    return RunInfo(
-        run_dir=run_dir,
-        name=str(run.get("name") or run_dir.name),
-        labels=labels,
-        image_size=(height, width),
-        resize=resize,
-        backbone=dict(run.get("backbone") or {}),
-        splits=splits,
-    )
-
-
-def _load_keras(run: RunInfo) -> Any:
+def _load_keras(run: RunFolder) -> Any:
     from trainer.deps import require_keras
 
     keras = require_keras("tledge export")
@@ -192,7 +110,7 @@ def _source_run(run_dir: Path) -> str:
     return rel if not rel.startswith("..") else str(run_dir.resolve())
 
 
-def _calibration(run: RunInfo, options: ExportOptions, notes: list[str], log: Log) -> tuple[Any, int]:
+def _calibration(run: RunFolder, options: ExportOptions, notes: list[str], log: Log) -> tuple[Any, int]:
     if options.quantization is not QuantizationMode.INT8:
         return None, 0
     chosen = stratified_sample(run.splits["train"], options.calibration_images, options.seed)
@@ -218,7 +136,7 @@ def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptio
         raise ExportError("--calibration-images must be at least 1")
     if options.max_drop < 0:
         raise ExportError("--max-drop is in accuracy points and must be >= 0")
-    run = load_run(run_dir)
+    run = read_run(run_dir, options.data_root)
     target = Path(options.out) if options.out else Path("models") / run.name
     check_target(target, options.force)
     model = _load_keras(run)
@@ -228,7 +146,7 @@ def export(run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptio
     raw = convert(model, options.quantization, options.io_type, representative, options.bias_correction)
     summary = inspect_tflite(raw)
     check_file(summary, options)
-    facts = BundleFacts(run.name, run.labels, run.image_size, run.resize.value, run.backbone, _source_run(run.run_dir), options.quantization)
+    facts = BundleFacts(run.name, run.labels, run.image_size, run.resize.value, run.backbone, _source_run(run.path), options.quantization)
     with BundleStaging(target, options.force) as stage:
         staged = stage.write(MODEL_NAME, embed_metadata(raw, facts, bundle_info(facts, summary, None)))
         log("verifying with the edge runtime on val + test")

@@ -51,14 +51,16 @@ class ExportOptions:
     accept_drop: bool = False
     threads: int | None = None  # interpreter threads for verification; None: runtime default
     seed: int = 0  # calibration sampling
-    bias_correction: bool = True  # int8: cancel the mean shift of weight rounding (trainer/bias_correction.py)
+    bias_correction: bool = True  # int8: cancel the mean shift of weight rounding (trainer/export/bias_correction.py)
+    data_root: Path | None = None  # where the run's images are now, when they moved; None: as recorded
 
     def __post_init__(self) -> None:
         # Coerce plain strings (from JSON or scripts) to the enums once, at the boundary.
         object.__setattr__(self, "quantization", QuantizationMode(self.quantization))
         object.__setattr__(self, "io_type", IOType(self.io_type))
-        if self.out is not None:
-            object.__setattr__(self, "out", Path(self.out))
+        for name in ("out", "data_root"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
 
     @classmethod
     def for_int8(cls, io_type: IOType | str = IOType.UINT8, **kwargs: object) -> "ExportOptions":

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from edge.bundle import EMBEDDED_INFO_NAME, FORMAT_NAME, FORMAT_VERSION, LABELS_NAME, MODEL_NAME
-from edge.errors import ExportError
+from trainer.errors import ExportError
 from trainer import __version__
-from trainer.export_config import QuantizationMode
-from trainer.tflite_inspect import TensorSummary, TfliteSummary
+from trainer.export.options import QuantizationMode
+from trainer.export.schema import TFLITE_IDENTIFIER, tflite_schema
+from trainer.export.tflite_inspect import TensorSummary, TfliteSummary
 
 #: How edge/preprocess.py interpolates; recorded so other runtimes can match it.
 INTERPOLATION = "area_when_shrinking_else_linear"
@@ -160,8 +161,8 @@ def _metadata_buffer(model_bytes: bytes, facts: BundleFacts) -> bytes:
 def _with_metadata_buffer(model_bytes: bytes, metadata: bytes) -> bytes:
     """The model flatbuffer with `metadata` stored as its TFLITE_METADATA entry."""
     import flatbuffers
-    from tensorflow.lite.python import schema_py_generated as schema
 
+    schema = tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(metadata, dtype=np.uint8)
@@ -172,7 +173,7 @@ def _with_metadata_buffer(model_bytes: bytes, metadata: bytes) -> bytes:
     entry.buffer = len(model.buffers) - 1
     model.metadata = [*entries, entry]
     builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), b"TFL3")
+    builder.Finish(model.Pack(builder), TFLITE_IDENTIFIER)
     return bytes(builder.Output())
 
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from edge.bundle import load_model_info
 from edge.classifier import Classifier
-from edge.errors import ExportError, ImageError
+from edge.errors import ImageError
+from trainer.errors import ExportError
 from edge.images import load_rgb
 from edge.preprocess import resize_rgb
 

@@ -2,14 +2,15 @@
 
 The exporter checks the produced file, not the converter settings (a converter option
 can be silently ignored). This parses the flatbuffer with the TFLite schema bindings
-that ship with TensorFlow; nothing is executed.
+of `trainer.export.schema`; nothing is executed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.errors import ExportError
+from trainer.errors import ExportError
+from trainer.export.schema import TFLITE_IDENTIFIER, tflite_schema
 
 #: Operators that mean "this model needs something beyond the TFLite builtin kernels".
 _NON_BUILTIN = ("CUSTOM", "DELEGATE", "PLACEHOLDER_FOR_GREATER_OP_CODES")
@@ -63,9 +64,8 @@ def _tensor(tensor: object, dtype_names: dict[int, str]) -> TensorSummary:
 
 def inspect_tflite(model_bytes: bytes) -> TfliteSummary:
     """Parse `model_bytes` (a .tflite flatbuffer, metadata zip allowed after it)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    if len(model_bytes) < 8 or model_bytes[4:8] != b"TFL3":
+    schema = tflite_schema()
+    if len(model_bytes) < 8 or model_bytes[4:8] != TFLITE_IDENTIFIER:
         raise ExportError("The converter produced no TFLite model (no TFL3 identifier); re-run the export")
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     op_names = _enum_names(schema.BuiltinOperator)

@@ -4,7 +4,7 @@ Conversion goes through a SavedModel written with ``model.export`` and a fixed i
 signature (1, H, W, 3) float32 raw pixels, so the file has a static batch of 1, the
 shape every device feeds.
 
-int8 first corrects the mean shift of int8 weight rounding (`trainer.bias_correction`)
+int8 first corrects the mean shift of int8 weight rounding (`trainer.export.bias_correction`)
 on a copy of the model, measured on the calibration images: on clothing-small (MobileNetV2
 1.0, 224 px) it raised top-1 agreement with the float model from 95.9% to 98.0% on val
 and from 94.9% to 97.6% on test (scripts/bench_export.py).
@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import ExportError, ImageError
+from edge.errors import ImageError
+from trainer.errors import ExportError
 from edge.images import load_rgb
 from edge.preprocess import ResizePolicy, resize_rgb
-from trainer.export_config import IOType, QuantizationMode
+from trainer.export.options import IOType, QuantizationMode
 
 Sample = tuple[str, int]  # (image path, class index)
 
@@ -126,7 +127,7 @@ def convert(
 
     tf = require_tensorflow("tledge export")
     if mode is QuantizationMode.INT8 and bias_correction and representative is not None:
-        from trainer.bias_correction import bias_corrected
+        from trainer.export.bias_correction import bias_corrected
 
         model, _ = bias_corrected(model, _batches(representative))
     height, width = (int(d) for d in model.input_shape[1:3])

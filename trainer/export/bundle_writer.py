@@ -1,8 +1,8 @@
 """Write a bundle folder so that it is either complete or absent.
 
 Files go into a hidden staging folder beside the target (same filesystem, so the final
-rename is atomic), each written to a temporary name and renamed. Only when every file is
-there does the staging folder take the target's place. With ``force`` an existing bundle
+rename is atomic), each written with `edge.atomic` (temporary name, fsync, rename).
+Only when every file is there does the staging folder take the target's place. With ``force`` an existing bundle
 is moved aside first and deleted only after the new one is in place; if anything fails,
 it is moved back. An interrupted export leaves no partial file at the target.
 """
@@ -16,31 +16,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from edge.errors import ExportError
-
-
-def umask_mode(base: int) -> int:
-    """`base` (0o666 for files, 0o777 for folders) less the process umask: the mode a
-    plain open() / mkdir() would give. mkstemp / mkdtemp make 0600 / 0700 entries, which
-    a device service running as another user could not read after a copy."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return base & ~mask
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder + os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, umask_mode(0o666))
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from edge.atomic import fsync_dir, umask_mode, write_bytes
+from trainer.errors import ExportError
 
 
 #: A staging folder untouched this long belongs to a killed process, not a running one.
@@ -123,7 +100,7 @@ class BundleStaging:
             raise RuntimeError("BundleStaging.write outside its `with` block")
         path = self.dir / name
         try:
-            write_atomic(path, data)
+            write_bytes(path, data)
         except OSError as exc:
             raise ExportError(f"Cannot write {name} of the bundle: {exc.strerror or exc}; check free disk space") from None
         return path
@@ -144,6 +121,7 @@ class BundleStaging:
                 os.replace(old / "bundle", self.target)
                 shutil.rmtree(old, ignore_errors=True)
             raise ExportError(f"Cannot move the new bundle into {self.target}: {exc.strerror or exc}") from None
+        fsync_dir(self.target.parent)  # the rename itself survives a power cut
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         self.committed = True

@@ -1,0 +1,85 @@
+"""What a training run needs of the feature pass: which views each image gets, the pass
+with its progress and warnings, and the feature rows of each split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trainer import model as model_lib
+from trainer.config import TrainOptions, default_cache_dir
+from trainer.dataset import Dataset, Sample
+from trainer.features.cache import FeatureCache, model_key
+from trainer.features.decoder import Job
+from trainer.features.engine_choice import choose_engine
+from trainer.features.extract import PassStats, extract
+from trainer.features.views import CLEAN_VIEW, view_names
+from trainer.progress import Reporter
+
+#: Skipped files named one by one on the console (all of them go to data_report.json).
+MAX_LISTED = 20
+
+Features = dict[tuple[str, str], np.ndarray]  # (file digest, view) -> feature vector
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """Feature rows of one split; `groups` ties augmented rows to their image."""
+
+    x: np.ndarray  # (rows, dim) float32
+    y: np.ndarray  # (rows,) class index
+    groups: np.ndarray  # (rows,) image index within the split
+    clean: np.ndarray  # (rows,) bool: the row is the image's clean view
+
+
+def feature_pass(
+    options: TrainOptions, dataset: Dataset, augment_val: bool, classifier: Any, digest: str, threads: int, reporter: Reporter
+) -> tuple[Features, PassStats, Dataset]:
+    """Features of every image (augmented views for those that may train), and the
+    dataset without the images that could not be decoded. `augment_val`: val images will
+    join train (no per-class validation), so they get augmented views too."""
+    size = options.model.image_size
+    key = model_key(options.model.backbone.value, options.model.alpha, size, options.model.resize.value, digest)
+    cache_root = options.runtime.cache_dir or default_cache_dir()
+    cache = FeatureCache(options.runtime.cache, cache_root, key)
+    features_model = model_lib.feature_model(classifier)
+    train_views = view_names(options.hyper.augment_views, options.seed)
+    augmented = dataset.splits["train"] + (dataset.splits["val"] if augment_val else ())
+    aug_paths = {s.path for s in augmented}
+    jobs = [Job(s, train_views if s.path in aug_paths else (CLEAN_VIEW,)) for s in dataset.all_samples()]
+
+    def make_engine(probe: np.ndarray) -> Any:
+        return choose_engine(features_model, size, options.runtime.engine, cache_root, key, probe, threads, batch=4)
+
+    with reporter.task("features", len(jobs), "images") as advance:
+        features, failures, stats = extract(jobs, cache, make_engine, size, options.model.resize, threads, on_image=advance)
+    if failures:
+        reporter.warn(f"{len(failures)} image(s) could not be decoded and were skipped:")
+        for path, reason in list(failures.items())[:MAX_LISTED]:
+            reporter.info(f"  skipped {path}: {reason}")
+    for note in stats.notes:
+        reporter.warn(note)
+    rate = f", {stats.views_per_s:.0f} views/s" if stats.views_per_s else ""
+    reporter.info(f"features: {stats.views_computed} computed, {stats.views_cached} cached, engine {stats.engine or 'cache'}{rate}")
+    return features, stats, dataset.without(failures)
+
+
+def feature_rows(samples: tuple[Sample, ...], features: Features, clean_only: bool) -> FeatureRows:
+    """The rows of `samples` (all their views, or only the clean one) as arrays."""
+    by_digest: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for (digest, view), vec in sorted(features.items()):
+        by_digest.setdefault(digest, []).append((view, vec))
+    rows, ys, groups, clean = [], [], [], []
+    for i, sample in enumerate(samples):
+        for view, vec in by_digest.get(sample.digest, ()):
+            if clean_only and view != CLEAN_VIEW:
+                continue
+            rows.append(vec)
+            ys.append(sample.label)
+            groups.append(i)
+            clean.append(view == CLEAN_VIEW)
+    dim = next((v.shape[-1] for v in features.values()), 0)
+    x = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), dtype=np.float32)
+    return FeatureRows(x, np.array(ys, dtype=np.int64), np.array(groups, dtype=np.int64), np.array(clean, dtype=bool))
