@@ -114,6 +114,8 @@ def activation_pass(
         return choice
 
     activations, failures, stats = extract(jobs, cache, make_engine, size, policy, threads, on_image=on_image)
+    # Computed ones come back float32: train on exactly what a later run reads from the cache.
+    activations = {k: np.asarray(a, dtype=STORED_DTYPE) for k, a in activations.items()}
     return activations, failures, stats, (checks[0] if checks else None)
 
 

@@ -50,7 +50,9 @@ def block_cuts(backbone_model: Any, backbone: Backbone) -> list[Cut]:
     # earliest[i]: the lowest layer index read by any layer at index >= i
     reads: list[int] = []
     for layer in layers:
-        inbound = [position[id(t._keras_history.operation)] for t in _input_tensors(layer)]
+        # Layers are shared with the halves made by `split`; their nodes there read tensors
+        # from outside this model (the halves' own inputs): only this graph's edges count.
+        inbound = [position[key] for t in _input_tensors(layer) if (key := id(t._keras_history.operation)) in position]
         reads.append(min(inbound, default=position[id(layer)]))
     earliest = [0] * (len(layers) + 1)
     earliest[len(layers)] = len(layers)
