@@ -23,6 +23,8 @@ TITLES = {
     "pipeline": "4. Pipeline: `tledge run` vs a naive loop on a video",
     "startup": "5. Start-up time and peak memory",
     "soak": "6. Soak: memory and descriptors over a long run",
+    # Written by hand from scripts/results/*fine_tune*.json (no scripts/out JSON): kept as is.
+    "fine_tune": "7. Fine-tuning on cached activations",
 }
 
 #: Why a goal is missed, from what was measured and tried (shown only when NOT MET;
