@@ -66,5 +66,12 @@ def write_text(path: str | os.PathLike[str], text: str, *, durable: bool = True)
 
 
 def write_json(path: str | os.PathLike[str], value: Any, *, durable: bool = True) -> Path:
-    """Write `value` as indented JSON (with a final newline) to `path` atomically."""
-    return write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n", durable=durable)
+    """Write `value` as indented JSON (with a final newline) to `path` atomically. Text is
+    kept readable (UTF-8); a file name that is not UTF-8 (surrogates) makes it \\u-escape,
+    which reads back to the very same name."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    try:
+        data = (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        data = (json.dumps(value, indent=2, ensure_ascii=True) + "\n").encode("ascii")
+    return write_bytes(path, data, durable=durable)

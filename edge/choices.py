@@ -1,5 +1,5 @@
-"""Choices of the edge commands as str Enums, in a module light enough for the CLI to
-import at start-up (no OpenCV, no interpreter), so Typer validates them at the boundary."""
+"""Choices of the CLI as str Enums, in a module light enough for the CLI to import at
+start-up (no OpenCV, no interpreter), so Typer validates them at the boundary."""
 
 from __future__ import annotations
 
@@ -19,3 +19,10 @@ class BenchApi(str, Enum):
 
     INTERPRETER = "interpreter"  # the classic tf.lite-style Interpreter
     COMPILED = "compiled"  # ai-edge-litert's CompiledModel
+
+
+class ResizePolicy(str, Enum):
+    """How a frame of any shape becomes the model's fixed input shape (see edge.preprocess)."""
+
+    CENTER_CROP = "center_crop"
+    STRETCH = "stretch"

@@ -1,4 +1,11 @@
-"""Edge commands: predict, run, bench, collect. Never imports TensorFlow or trainer.
+"""The `tledge` command line: the root app, its error handling, and the device commands
+(predict, run, bench, collect). The training commands (train, evaluate, export, demo)
+are added from `trainer.cli` when the trainer package imports; the device commands never
+import TensorFlow or trainer.
+
+Start-up imports only Typer and the light `edge.choices`; every command imports what it
+needs when it runs (OpenCV, NumPy, the interpreter). Library code raises `TledgeError`;
+`handle_errors` turns it into a message and exit code 1 (Ctrl-C: 130), never a traceback.
 
 `predict` exits 0 when at least one image was classified; images that cannot be read
 are reported by name on stderr and skipped; exit 1 only when every image failed.
@@ -6,16 +13,22 @@ are reported by name on stderr and skipped; exit 1 only when every image failed.
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
-from pathlib import Path
-from typing import Any, Callable, Optional
+from edge.startup import guard_start_up
 
-import typer
+_PREVIOUS_SIGINT = guard_start_up()  # before the imports below: they are the slow part
 
-from edge.choices import BenchApi, DisplayMode
-from edge.errors import TledgeError
+import functools  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable, Optional, TypeVar  # noqa: E402
+
+import typer  # noqa: E402
+
+from edge.choices import BenchApi, DisplayMode  # noqa: E402
+from edge.errors import TledgeError  # noqa: E402
 
 ModelArg = typer.Argument(..., exists=True, help="A bundle folder, its manifest.json, or any image-classification .tflite.")
 LabelsOpt = typer.Option(None, "--labels", exists=True, dir_okay=False, help="Labels file (one per line) for a .tflite without embedded labels.")
@@ -54,7 +67,7 @@ def predict(
     model: Path = ModelArg,
     images: list[Path] = typer.Argument(..., help="Image files to classify."),
     labels: Optional[Path] = LabelsOpt,
-    top_k: int = typer.Option(5, "--top-k", min=1, help="Classes to show per image."),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Classes to show per image."),
     threads: Optional[int] = ThreadsOpt,
     delegate: Optional[str] = DelegateOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per image on stdout instead of a table."),
@@ -114,9 +127,9 @@ def run(
         None, "--threads", min=1, max=64, help="Interpreter threads (default: CPU cores - 1, at least 1, at most 4: one core decodes and resizes)."
     ),
     delegate: Optional[str] = DelegateOpt,
-    top_k: int = typer.Option(3, "--top-k", min=1, help="Classes reported per frame."),
+    top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="Classes reported per frame."),
     smooth: int = typer.Option(1, "--smooth", min=1, help="Moving average over this many frames' scores (1 = off)."),
-    threshold: float = typer.Option(0.0, "--threshold", min=0.0, max=1.0, help="Report only classes scoring at least this (after smoothing)."),
+    threshold: float = typer.Option(0.0, "--threshold", "-t", min=0.0, max=1.0, help="Report only classes scoring at least this (after smoothing)."),
     loop: bool = typer.Option(False, "--loop", help="Video files: start again at the end."),
     realtime: bool = typer.Option(False, "--realtime", help="Video files: play at the file's frame rate and drop frames like a camera."),
     as_json: Optional[bool] = typer.Option(None, "--json/--no-json", help="JSON lines on stdout (default: on when no window is shown)."),
@@ -229,3 +242,71 @@ def collect(
     typer.echo(f"tledge: saved {len(written)} frame(s) to {data_dir / options.label}", err=True)
     if not written:
         raise TledgeError(f"{src.name} gave no frames; check the source")
+
+
+# -- the root app ----------------------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="tledge",
+    help="Train a small image classifier, export a verified quantized .tflite bundle, run it at the edge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `message` to stderr and return the Exit to raise."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn domain errors into exit code 1, Ctrl-C into 130; never a traceback for users."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TledgeError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            typer.secho("interrupted", fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _training_commands() -> Callable[[typer.Typer, Callable[[Any], Any]], None] | None:
+    """`trainer.cli.register` when the trainer package is installed, else None (a device
+    install: only the device commands). Importing it loads no TensorFlow."""
+    try:
+        from trainer.cli import register as register_training
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("trainer", "trainer.cli"):
+            raise
+        return None
+    return register_training
+
+
+def _register() -> None:
+    register_training = _training_commands()
+    if register_training is not None:
+        register_training(app, handle_errors)
+    register(app, handle_errors)
+
+
+_register()
+if _PREVIOUS_SIGINT is not None:
+    signal.signal(signal.SIGINT, _PREVIOUS_SIGINT)  # from here on handle_errors / click handle Ctrl-C
+
+
+def main() -> None:
+    """Console-script entry point (`tledge`)."""
+    app(prog_name="tledge")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from edge.atomic import write_bytes
 from edge.errors import SourceError, TledgeError
 from edge.sources import Source
 
@@ -49,16 +49,7 @@ def write_jpeg_atomic(folder: Path, frame_rgb: np.ndarray, stem: str, quality: i
     ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise TledgeError(f"OpenCV could not encode a {frame_rgb.shape} frame as JPEG")
-    target = folder / f"{stem}-{uuid.uuid4().hex[:8]}.jpg"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".jpg")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_bytes(folder / f"{stem}-{uuid.uuid4().hex[:8]}.jpg", encoded.tobytes())
 
 
 def collect_frames(

@@ -13,17 +13,12 @@ graph, so the model takes raw RGB pixels 0..255.
 
 from __future__ import annotations
 
-from enum import Enum
-
 import cv2
 import numpy as np
 
+from edge.choices import ResizePolicy
 
-class ResizePolicy(str, Enum):
-    """How a frame of any shape becomes the model's fixed input shape."""
-
-    CENTER_CROP = "center_crop"
-    STRETCH = "stretch"
+__all__ = ["ResizePolicy", "center_crop_box", "resize_rgb"]
 
 
 def center_crop_box(height: int, width: int, out_h: int, out_w: int) -> tuple[int, int, int, int]:

@@ -121,7 +121,7 @@ def _top_index(line: str) -> int | None:
 
 def import_profile(model: bc.ModelRef, image: Path) -> list[dict[str, Any]]:
     """The slowest top-level imports of `tledge predict` (python -X importtime), ms."""
-    code = "import sys; from trainer.cli import main; sys.argv[0] = 'tledge'; main()"
+    code = "import sys; from edge.cli import main; sys.argv[0] = 'tledge'; main()"
     cmd = [sys.executable, "-X", "importtime", "-c", code, "predict", str(model.path), str(image), "--json"]
     if model.labels:
         cmd += ["--labels", str(model.labels)]

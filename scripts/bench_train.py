@@ -54,7 +54,7 @@ def emit(row: dict) -> dict:
 
 def run_tledge(data: Path, weights: Path, cache: Path, out: Path, subset: int | None, extra: list[str]) -> dict:
     """One `tledge train --json` process; returns its summary plus the measured wall time."""
-    cmd = [sys.executable, "-m", "trainer.cli", "train", str(data), "--weights", str(weights), "--out", str(out), "--json", *extra]
+    cmd = [sys.executable, "-m", "edge.cli", "train", str(data), "--weights", str(weights), "--out", str(out), "--json", *extra]
     if subset:
         cmd += ["--subset", str(subset)]
     env = {**os.environ, "TLEDGE_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "3"}

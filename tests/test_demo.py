@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from trainer.cli import app
+from edge.cli import app
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from edge.preprocess import ResizePolicy
+from edge.choices import ResizePolicy
 
 #: Environment variable naming a local weights file (used when --weights is not given).
 WEIGHTS_ENV = "TLEDGE_WEIGHTS"

@@ -25,8 +25,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from trainer.errors import DataError
 from edge.images import IMAGE_SUFFIXES, MAX_PIXELS, is_image_name
+from trainer.errors import DataError
 
 SPLITS = ("train", "val", "test")
 #: Largest image file read (bytes); a 40-megapixel 8-bit RGBA PNG is at most ~160 MB.

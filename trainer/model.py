@@ -23,9 +23,9 @@ from typing import Any, Callable
 import numpy as np
 
 from edge.errors import ModelError
-from trainer.errors import WeightsError
-from trainer.config import Backbone, ModelOptions, WeightsKind, WEIGHTS_ENV
+from trainer.config import WEIGHTS_ENV, Backbone, ModelOptions, WeightsKind
 from trainer.deps import require_keras
+from trainer.errors import WeightsError
 
 #: Layer names the rest of tledge relies on (feature model, head weight transfer).
 INPUT_NAME = "pixels"

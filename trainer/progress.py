@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +15,7 @@ class Reporter:
 
     def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
         self.quiet = quiet
-        self.console = console or Console(file=sys.stderr)
+        self.console = console or Console(stderr=True)  # sys.stderr looked up on each write (trainer.quiet swaps it)
         self.warnings: list[str] = []
 
     def info(self, text: str) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from trainer.cli import app
+from edge.cli import app
 
 runner = CliRunner()
 
@@ -57,7 +57,7 @@ def test_predict_table_and_all_failing_exit_1(colour_bundle, colour_pngs, tmp_pa
 
 def test_predict_with_a_missing_delegate_exits_1_with_a_hint(colour_bundle, colour_pngs) -> None:
     # A real process: a half-built backend Delegate would print a traceback at exit.
-    cmd = [sys.executable, "-m", "trainer.cli", "predict", str(colour_bundle), str(colour_pngs[0]), "--delegate", "libedgetpu.so.1"]
+    cmd = [sys.executable, "-m", "edge.cli", "predict", str(colour_bundle), str(colour_pngs[0]), "--delegate", "libedgetpu.so.1"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "libedgetpu1-std" in result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
@@ -85,7 +85,7 @@ def test_run_with_a_bad_source_or_option_exits_1(colour_bundle, tmp_path) -> Non
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_a_real_run_with_a_final_stats_line(colour_bundle, colour_video, signum) -> None:
-    cmd = [sys.executable, "-m", "trainer.cli", "run", str(colour_bundle), "--source", str(colour_video[0]), "--loop", "--realtime", "--display", "off"]
+    cmd = [sys.executable, "-m", "edge.cli", "run", str(colour_bundle), "--source", str(colour_video[0]), "--loop", "--realtime", "--display", "off"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("DISPLAY", None)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -105,7 +105,7 @@ def test_a_signal_stops_a_real_run_with_a_final_stats_line(colour_bundle, colour
 
 def test_a_closed_stdout_pipe_ends_the_run_cleanly(colour_bundle, colour_video) -> None:
     """`tledge run ... --loop | head -1`: the run stops with its stats line, exit 0, no traceback."""
-    cmd = [sys.executable, "-m", "trainer.cli", "run", str(colour_bundle), "--source", str(colour_video[0]), "--loop", "--display", "off"]
+    cmd = [sys.executable, "-m", "edge.cli", "run", str(colour_bundle), "--source", str(colour_video[0]), "--loop", "--display", "off"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert json.loads(proc.stdout.readline())["index"] == 0

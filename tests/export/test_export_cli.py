@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from trainer.cli import app
+from edge.cli import app
 
 
 @pytest.fixture(scope="module")

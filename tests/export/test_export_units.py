@@ -10,7 +10,7 @@ import typer
 
 from trainer.errors import ExportError
 from trainer.export.bundle_writer import BundleStaging, check_target
-from trainer.cli_export import choose_mode
+from trainer.cli.export import choose_mode
 from trainer.export.convert import representative_dataset, stratified_sample
 from trainer.export.options import ExportOptions, IOType, QuantizationMode
 from trainer.export.verify import VerificationFailed, judge

@@ -33,7 +33,7 @@ def write_class(folder: Path, count: int, seed: int = 0) -> None:
 
 
 def tledge_process(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from trainer.cli import main; sys.argv = ['tledge'] + sys.argv[1:]; main()"
+    code = "import sys; from edge.cli import main; sys.argv = ['tledge'] + sys.argv[1:]; main()"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
@@ -64,7 +64,7 @@ def test_duplicates_across_splits_are_reported(tmp_path: Path) -> None:
             write_class(root / split / name, count, seed=10 * ("train", "val", "test").index(split) + index)
     shutil.copy(root / "train" / "a" / "img_0.png", root / "test" / "a" / "copy_of_train.png")
     shutil.copy(root / "train" / "b" / "img_1.png", root / "val" / "b" / "also_in_train.png")
-    from trainer.cli import app
+    from edge.cli import app
 
     result = CliRunner().invoke(app, ["train", str(root), "--out", str(tmp_path / "runs"), "--json", *TINY])
     assert result.exit_code == 0, result.output
@@ -121,7 +121,7 @@ REFUSED = {
 @pytest.mark.parametrize("case", sorted(REFUSED))
 def test_unusable_dataset_stops_with_exit_code_1(tmp_path: Path, case: str) -> None:
     pytest.importorskip("tensorflow")
-    from trainer.cli import app
+    from edge.cli import app
 
     make, words = REFUSED[case]
     root = tmp_path / "data"

@@ -33,7 +33,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[ImageCase]:
 
 
 def test_predict_classifies_the_good_and_names_the_bad(bundle: Path, corpus: list[ImageCase]) -> None:
-    from trainer.cli import app
+    from edge.cli import app
 
     named = [c for c in corpus if c.name != "non_utf8_name.jpg"]  # CliRunner's own stdout is strict UTF-8; see below
     result = CliRunner().invoke(app, ["predict", str(bundle), *[os.fspath(c.path) for c in named], "--json"])
@@ -55,7 +55,7 @@ def test_predict_json_names_a_non_utf8_file_so_it_can_be_found_again(bundle: Pat
     from tledge_paths import ROOT
 
     (odd,) = [c for c in corpus if c.name == "non_utf8_name.jpg"]
-    code = "import sys; from trainer.cli import main; sys.argv = ['tledge'] + sys.argv[1:]; main()"
+    code = "import sys; from edge.cli import main; sys.argv = ['tledge'] + sys.argv[1:]; main()"
     result = subprocess.run([sys.executable, "-c", code, "predict", str(bundle), os.fspath(odd.path), "--json"],
                             cwd=ROOT, capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
@@ -64,7 +64,7 @@ def test_predict_json_names_a_non_utf8_file_so_it_can_be_found_again(bundle: Pat
 
 
 def test_predict_exits_1_when_every_image_is_bad(bundle: Path, corpus: list[ImageCase]) -> None:
-    from trainer.cli import app
+    from edge.cli import app
 
     bad = [os.fspath(c.path) for c in corpus if c.shape is None]
     result = CliRunner().invoke(app, ["predict", str(bundle), *bad])

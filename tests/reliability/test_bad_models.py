@@ -298,7 +298,7 @@ EXPECTED_WORDS = {
 
 @pytest.mark.parametrize("case", sorted(EXPECTED_WORDS))
 def test_predict_cli_reports_a_broken_model_with_exit_code_1(broken_models: dict[str, list[str]], photo: Path, case: str) -> None:
-    from trainer.cli import app
+    from edge.cli import app
 
     result = CliRunner().invoke(app, ["predict", *broken_models[case], str(photo)])
     output = result.output + (result.stderr if result.stderr_bytes is not None else "")
@@ -310,7 +310,7 @@ def test_predict_cli_reports_a_broken_model_with_exit_code_1(broken_models: dict
 
 def test_predict_subprocess_on_a_truncated_model(broken_models: dict[str, list[str]], photo: Path) -> None:
     """The installed entry point, in a real process: exit 1, one message, no traceback."""
-    code = "import sys; from trainer.cli import main; sys.argv = ['tledge'] + sys.argv[1:]; main()"
+    code = "import sys; from edge.cli import main; sys.argv = ['tledge'] + sys.argv[1:]; main()"
     result = subprocess.run(
         [sys.executable, "-c", code, "predict", *broken_models["truncated"], str(photo)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,

@@ -62,7 +62,7 @@ class Run:
     def __init__(self, args: list[str]) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("DISPLAY", None)
-        code = "import sys; from trainer.cli import main; sys.argv = ['tledge'] + sys.argv[1:]; main()"
+        code = "import sys; from edge.cli import main; sys.argv = ['tledge'] + sys.argv[1:]; main()"
         self.proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[dict] = queue.Queue()
         self.stderr = ""

@@ -27,7 +27,7 @@ SLOW = pytest.mark.slow  # the tests that train or export in real processes (min
 
 TINY = ["--image-size", "32", "--alpha", "0.35", "--weights", "none", "--epochs", "1", "--augment-views", "0", "--quiet"]
 EXPORT = ["--mode", "float32"]
-CLI = "import sys; from trainer.cli import main; sys.argv = ['tledge'] + sys.argv[1:]; main()"
+CLI = "import sys; from edge.cli import main; sys.argv = ['tledge'] + sys.argv[1:]; main()"
 
 
 def tledge(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def start_run(model: Path, labels: Path, video: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    args = [sys.executable, "-m", "trainer.cli", "run", str(model), "--labels", str(labels), "--source", str(video),
+    args = [sys.executable, "-m", "edge.cli", "run", str(model), "--labels", str(labels), "--source", str(video),
             "--loop", "--realtime", "--display", "off", "--no-json", *extra]
     return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
@@ -98,7 +98,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError('No module named aiohttp (blocked by the test)')
 sys.meta_path.insert(0, Block())
 sys.argv = ['tledge'] + ARGS
-from trainer.cli import main
+from edge.cli import main
 main()
 """
 

@@ -251,7 +251,7 @@ def test_cli_fine_tune_accepts_blocks_or_auto_only() -> None:
 def test_cli_rejects_a_fine_tune_value_that_is_neither_blocks_nor_auto(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from trainer.cli import app
+    from edge.cli import app
 
     root = colour_dataset(tmp_path / "d", {"a": 2, "b": 2})
     result = CliRunner().invoke(app, ["train", str(root), "--fine-tune", "top"])

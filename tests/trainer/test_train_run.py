@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from trainer.errors import DataError, OutputError
 from train_helpers import colour_dataset, tiny_options
-from trainer.cli import app
+from edge.cli import app
 from trainer.config import FineTuneOptions
 from trainer.train import train
 

@@ -19,7 +19,6 @@ from types import TracebackType
 from edge.atomic import fsync_dir, umask_mode, write_bytes
 from trainer.errors import ExportError
 
-
 #: A staging folder untouched this long belongs to a killed process, not a running one.
 STALE_AFTER_S = 15 * 60
 

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ImageError
-from trainer.errors import ExportError
 from edge.images import load_rgb
 from edge.preprocess import ResizePolicy, resize_rgb
+from trainer.errors import ExportError
 from trainer.export.options import IOType, QuantizationMode
+from trainer.quiet import native_stderr_hidden
 
 Sample = tuple[str, int]  # (image path, class index)
 
@@ -135,13 +136,14 @@ def convert(
     with tempfile.TemporaryDirectory(prefix="tledge-savedmodel-") as tmp:
         saved = Path(tmp) / "saved_model"
         try:
-            model.export(str(saved), format="tf_saved_model", input_signature=signature, verbose=False)
+            with native_stderr_hidden():  # TensorFlow prints from C++ while tracing and saving
+                model.export(str(saved), format="tf_saved_model", input_signature=signature, verbose=False)
         except (ValueError, TypeError) as exc:
             raise ExportError(f"The Keras model cannot be exported to a SavedModel: {exc}") from None
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         _configure(converter, tf, mode, io_type, representative)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), native_stderr_hidden():  # the converter prints from C++
                 # "Statistics for quantized inputs were expected": only for the legacy
                 # quantized_input_stats path; post-training calibration sets them.
                 warnings.filterwarnings("ignore", message="Statistics for quantized inputs")

@@ -19,13 +19,8 @@ from edge.bundle import LABELS_NAME, MANIFEST_NAME, MODEL_NAME, load_model_info
 from trainer.errors import ExportError
 from trainer.export.bundle_writer import BundleStaging, check_target
 from trainer.export.convert import convert, representative_dataset, stratified_sample
-from trainer.export.options import (
-    MIN_CALIBRATION_IMAGES,
-    ExportOptions,
-    IOType,
-    QuantizationMode,
-)
 from trainer.export.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
+from trainer.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, IOType, QuantizationMode
 from trainer.export.tflite_inspect import TfliteSummary, inspect_tflite
 from trainer.export.verify import bundle_metrics, judge, verify
 from trainer.run_dir import RunFolder, read_run

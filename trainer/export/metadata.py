@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from edge.bundle import EMBEDDED_INFO_NAME, FORMAT_NAME, FORMAT_VERSION, LABELS_NAME, MODEL_NAME
-from trainer.errors import ExportError
 from trainer import __version__
+from trainer.errors import ExportError
 from trainer.export.options import QuantizationMode
 from trainer.export.schema import TFLITE_IDENTIFIER, tflite_schema
 from trainer.export.tflite_inspect import TensorSummary, TfliteSummary
@@ -116,7 +116,10 @@ def _metadata_buffer(model_bytes: bytes, facts: BundleFacts) -> bytes:
     """
     import flatbuffers
     from mediapipe.tasks.metadata import metadata_schema_py_generated as md_fb
-    from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, writer_utils
+    from mediapipe.tasks.python.metadata.metadata_writers import (
+        metadata_info,
+        writer_utils,
+    )
 
     general = metadata_info.GeneralMd(
         name=facts.name,

@@ -19,10 +19,10 @@ import numpy as np
 from edge.bundle import load_model_info
 from edge.classifier import Classifier
 from edge.errors import ImageError
-from trainer.errors import ExportError
-from trainer.stats import format_json, wilson
 from edge.images import load_rgb
 from edge.preprocess import resize_rgb
+from trainer.errors import ExportError
+from trainer.stats import format_json, wilson
 
 Sample = tuple[str, int]  # (image path, class index)
 _BATCH = 32  # images per Keras forward pass

@@ -13,6 +13,7 @@ from edge.atomic import write_bytes
 from edge.runtime import make_interpreter
 from trainer.config import FeatureEngine
 from trainer.deps import require_tensorflow
+from trainer.quiet import native_stderr_hidden
 
 
 class TFLiteExtractor:
@@ -52,8 +53,9 @@ def convert_to_tflite(features_model: Any, size: int) -> bytes:
             self.variables_ = [w.value for w in model.weights]
 
     fn = tf.function(lambda x: features_model(x, training=False), input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], _Holder(features_model))
-    return converter.convert()
+    with native_stderr_hidden():  # tracing and the converter print from C++
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], _Holder(features_model))
+        return converter.convert()
 
 
 def cached_tflite(features_model: Any, size: int, cache_root: Path, key: str) -> tuple[bytes, float]:

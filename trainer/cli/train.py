@@ -9,20 +9,24 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from edge.preprocess import ResizePolicy
+from edge.choices import ResizePolicy
+from trainer.cli.options import DataRootOpt, VerboseOpt
 from trainer.config import Backbone, CacheMode, Distribute, FeatureEngine
-
-DataRootOpt = typer.Option(
-    None, "--data-root", file_okay=False,
-    help="Where the run's images are now, if they moved since training (default: the folder recorded in splits.json).",
-)
 
 
 def _options(**kw: Any) -> Any:
     """Build `TrainOptions` from the CLI's flat keyword arguments."""
     from dataclasses import replace
 
-    from trainer.config import DataOptions, FineTuneOptions, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsSpec
+    from trainer.config import (
+        DataOptions,
+        FineTuneOptions,
+        HyperParams,
+        ModelOptions,
+        RuntimeOptions,
+        TrainOptions,
+        WeightsSpec,
+    )
 
     fine = FineTuneOptions(blocks=kw["fine_tune"], epochs=kw["fine_tune_epochs"], learning_rate=kw["fine_tune_learning_rate"])
     head_views = HyperParams().augment_views
@@ -88,15 +92,18 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         seed: int = typer.Option(42, help="Fixes the split, shuffling and initialisation."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout (implies --quiet)."),
+        verbose: bool = VerboseOpt,
     ) -> None:
         """Fine-tune a frozen ImageNet backbone on a folder of class folders."""
         from trainer.deps import require_tensorflow
-
-        require_tensorflow("tledge train")
-        from trainer.train import train as run_training
+        from trainer.quiet import quiet_command
 
         options = _options(**locals())
-        result = run_training(options)
+        with quiet_command(verbose):
+            require_tensorflow("tledge train")
+            from trainer.train import train as run_training
+
+            result = run_training(options)
         if json_out:
             typer.echo(json.dumps(result.summary))
         elif not quiet:
@@ -109,15 +116,18 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         split: str = typer.Option("test", help="train | val | test"),
         json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
         data_root: Optional[Path] = DataRootOpt,
+        verbose: bool = VerboseOpt,
     ) -> None:
         """Recompute the metrics of a run's Keras model on one of its splits."""
         from trainer.deps import require_tensorflow
+        from trainer.quiet import quiet_command
 
-        require_tensorflow("tledge evaluate")
-        from trainer.evaluate import evaluate_run
-        from trainer.stats import format_json
+        with quiet_command(verbose):
+            require_tensorflow("tledge evaluate")
+            from trainer.evaluate import evaluate_run
+            from trainer.stats import format_json
 
-        metrics = evaluate_run(run_dir, split, data_root)
+            metrics = evaluate_run(run_dir, split, data_root)
         if json_out:
             typer.echo(json.dumps(metrics))
             return

@@ -8,6 +8,8 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from trainer.cli.options import VerboseOpt
+
 
 def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
     @app.command()
@@ -21,14 +23,17 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         images_per_class: int = typer.Option(80, "--images-per-class", min=8, help="Training images drawn per class."),
         quiet: bool = typer.Option(False, "--quiet", help="Only the summary."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        verbose: bool = VerboseOpt,
     ) -> None:
         """Draw a dataset, train, export int8, verify it, classify a generated video, summarise."""
         from trainer.deps import require_tensorflow
+        from trainer.quiet import quiet_command
 
-        require_tensorflow("tledge demo")
-        from trainer.demo import DemoOptions, run_demo, summary_lines
+        with quiet_command(verbose):
+            require_tensorflow("tledge demo")
+            from trainer.demo import DemoOptions, run_demo, summary_lines
 
-        summary = run_demo(DemoOptions(work_dir=work_dir, weights=weights, image_size=image_size, images_per_class=images_per_class, quiet=quiet))
+            summary = run_demo(DemoOptions(work_dir=work_dir, weights=weights, image_size=image_size, images_per_class=images_per_class, quiet=quiet))
         if as_json:
             typer.echo(json.dumps(summary))
         else:

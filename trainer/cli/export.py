@@ -6,15 +6,13 @@ TensorFlow is imported inside the command (through trainer.deps), never at modul
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
-from rich.console import Console
 
-from trainer.cli_train import DataRootOpt
+from trainer.cli.options import DataRootOpt, VerboseOpt
 from trainer.export.options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, IOType, QuantizationMode
 
 _HELP = """Convert a training run to a verified, self-describing .tflite bundle.
@@ -60,11 +58,16 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         threads: Optional[int] = typer.Option(None, min=1, help="Interpreter threads for verification (default: all cores, at most 4)."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout (progress stays on stderr)."),
         data_root: Optional[Path] = DataRootOpt,
+        verbose: bool = VerboseOpt,
     ) -> None:
+        from rich.console import Console
+
         from trainer.deps import require_tensorflow
+        from trainer.quiet import quiet_command
 
         chosen = choose_mode(quantize, mode, io)
-        require_tensorflow("tledge export")
+        with quiet_command(verbose):
+            require_tensorflow("tledge export")
         from trainer.export import CalibrationWarning, ExportOptions
         from trainer.export import export as run_export
         from trainer.export.render import render_report
@@ -74,10 +77,10 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
             quantization=chosen, io_type=io or IOType.UINT8, calibration_images=calibration_images, out=out,
             force=force, max_drop=max_drop, accept_drop=accept_drop, threads=threads, data_root=data_root,
         )
-        err = Console(file=sys.stderr)
+        err = Console(stderr=True)  # sys.stderr looked up on each write (trainer.quiet swaps it)
         stdout = Console()
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), quiet_command(verbose):
                 warnings.simplefilter("ignore", CalibrationWarning)  # shown through `log` instead
                 result = run_export(run_dir, options, log=lambda text: err.print(text, style="dim", highlight=False, markup=False))
         except VerificationFailed as failure:
