@@ -41,6 +41,8 @@ TITLES = {
     # Hand-written from scripts/results/bench_events.json and fleet_sim_*.json (no
     # scripts/out JSON): kept as written when the file is regenerated.
     "events": "8. Event outputs: latency, camera-loop cost, fleet simulation",
+    # Written by hand from scripts/results/*fine_tune*.json (no scripts/out JSON): kept as is.
+    "fine_tune": "10. Fine-tuning on cached activations",
 }
 #: The result file each section cites (scripts/results/<name>.json).
 RESULT_NAMES = {

@@ -11,11 +11,13 @@ import numpy as np
 from edge.errors import ModelError
 from trainer.errors import DataError
 from trainer.run_dir import read_run
+from trainer.stats import wilson
 from trainer.stream import predict_items
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall/F1/support, macro F1, confusion matrix.
+    """Accuracy with its 95 % Wilson interval, per-class precision/recall/F1/support,
+    macro F1, confusion matrix.
 
     The confusion matrix is indexed [true class][predicted class].
     """
@@ -35,9 +37,11 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequen
         per_class[name] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4), "support": actual}
         if actual:
             f1s.append(f1)
+    correct = int(np.sum(y_pred == y_true))
     return {
         "n": int(len(y_true)),
-        "accuracy": round(float(np.mean(y_pred == y_true)), 4) if len(y_true) else None,
+        "accuracy": round(correct / len(y_true), 4) if len(y_true) else None,
+        "accuracy_interval": wilson(correct, int(len(y_true))).to_json() if len(y_true) else None,  # 95 % Wilson
         "macro_f1": round(float(np.mean(f1s)), 4) if f1s else None,
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),

@@ -10,6 +10,7 @@ from trainer.config import TrainOptions
 from trainer.deps import require_keras
 from trainer.features.training import FeatureRows
 from trainer.head import class_weights, compile_head, head_dataset
+from trainer.stats import wilson
 
 
 def kfold_estimate(options: TrainOptions, train_rows: FeatureRows, num_classes: int, epochs: int, folds: int) -> dict[str, Any]:
@@ -36,4 +37,10 @@ def kfold_estimate(options: TrainOptions, train_rows: FeatureRows, num_classes: 
         pred = np.argmax(head.predict(train_rows.x[test_rows], verbose=0), axis=1)
         correct += int(np.sum(pred == train_rows.y[test_rows]))
         total += int(test_rows.sum())
-    return {"method": f"stratified {folds}-fold cross-validation of the head", "folds": folds, "images": total, "accuracy": round(correct / total, 4) if total else None}
+    return {
+        "method": f"stratified {folds}-fold cross-validation of the head (out-of-fold predictions)",
+        "folds": folds,
+        "images": total,
+        "accuracy": round(correct / total, 4) if total else None,
+        "interval": wilson(correct, total).to_json() if total else None,  # 95 % Wilson over the out-of-fold images
+    }

@@ -1,14 +1,22 @@
 """`train(options) -> TrainResult`: the orchestration of a training run, and nothing else.
 
-    scan ─> build model ─> feature pass (trainer.features) ─> evaluation plan
+    scan ─> build model ─> feature pass (trainer.features), or with --fine-tune the
+         activation pass at the cut (trainer.fine_tune) ─> evaluation plan
          ─> fit head (trainer.head) [─> k-fold estimate (trainer.kfold)]
-         ─> [fine-tune (trainer.fine_tune)] ─> run folder (trainer.run_dir)
+         ─> [fine-tune the top blocks on the cache] ─> val + test metrics, once
+         ─> run folder (trainer.run_dir)
 
 The backbone is frozen, so its features are computed once per image (and per augmented
 view) and the head (dropout + dense softmax) is fitted on the cached arrays. The head's
 weights are then put into the full classifier (raw pixels in, softmax out), which is
-saved. An optional second stage unfreezes the top backbone layers and keeps the result
-only when validation improves.
+saved. The optional second stage trains the top backbone blocks on activations cached
+at a block boundary and is kept only when it lowers the validation loss.
+
+Model selection (early stopping, keep or discard) reads the validation split only; the
+test split is evaluated once, at the end, on the final model. Every accuracy carries its
+sample size and a 95 % Wilson interval (trainer.stats); when val or test hold fewer than
+`trainer.stats.MIN_PER_CLASS` images of a class, the run says the estimate is weak and
+its headline becomes a k-fold out-of-fold estimate.
 """
 
 from __future__ import annotations
@@ -30,13 +38,15 @@ from trainer.deps import require_keras
 from trainer.distribute import choose_strategy
 from trainer.evaluate import classification_metrics
 from trainer.evaluation_plan import EvalMode, EvalPlan, merge_val_into_train, plan_evaluation
-from trainer.features.training import MAX_LISTED, feature_pass, feature_rows
+from trainer.features.training import MAX_LISTED, FeatureRows, feature_pass, feature_rows
 from trainer.features.views import CLEAN_VIEW
-from trainer.fine_tune import fine_tune
+from trainer.fine_tune import CutPass, cut_pass, run_stage, top_data
+from trainer.fine_tune import evaluate_top
 from trainer.head import fit_head
 from trainer.kfold import kfold_estimate
 from trainer.progress import Reporter
 from trainer.run_dir import RunRecord, run_name, write_run
+from trainer.stats import MIN_PER_CLASS, weak_splits
 
 
 @dataclass(frozen=True)
@@ -100,7 +110,12 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResul
     timings["build_s"] = time.perf_counter() - tick
 
     augment_val = plan_evaluation(dataset).mode is not EvalMode.VAL  # val may join train: augment it too
-    features, stats, dataset = feature_pass(options, dataset, augment_val, classifier, backbone.digest, threads, reporter)
+    cut: CutPass | None = None
+    if options.hyper.fine_tune.enabled and not augment_val:  # fine-tuning needs val to select by
+        cut, dataset = cut_pass(options, dataset, augment_val, classifier, backbone.digest, threads, reporter)
+        features, stats = cut.features(), cut.stats
+    else:
+        features, stats, dataset = feature_pass(options, dataset, augment_val, classifier, backbone.digest, threads, reporter)
     timings["features_s"] = stats.seconds
     plan = plan_evaluation(dataset)  # again: undecodable images may have emptied a class's val
     if plan.mode is not EvalMode.VAL:
@@ -115,24 +130,35 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResul
     model_lib.copy_head(fitted.head, classifier)
     history = list(fitted.history)
 
-    metrics: dict[str, Any] = {}
-    for split in ("val", "test"):
-        r = rows[split]
-        metrics[split] = classification_metrics(r.y, fitted.head.predict(r.x, verbose=0), dataset.labels) if len(r.y) else None
-    metrics["evaluation"] = {"mode": plan.mode.value, "reason": plan.reason}
+    metrics: dict[str, Any] = {"evaluation": {"mode": plan.mode.value, "reason": plan.reason}}
+    weak = weak_splits(dataset.counts()) if plan.mode is EvalMode.VAL else {}
     if plan.mode is EvalMode.KFOLD:
         metrics["val_estimate"] = kfold_estimate(options, rows["train"], len(dataset.labels), fitted.info["epochs_run"], plan.folds)
-    if options.hyper.fine_tune_layers > 0:
+    elif "val" in weak:
+        pooled_rows = feature_rows(dataset.splits["train"] + dataset.splits["val"], features, clean_only=False)
+        folds = min(5, min(c for c in _pooled_counts(dataset).values()))
+        if folds >= 2:
+            metrics["val_estimate"] = kfold_estimate(options, pooled_rows, len(dataset.labels), fitted.info["epochs_run"], folds)
+    for split, smallest in weak.items():
+        reporter.warn(
+            f"{split} holds only {smallest} image(s) of its smallest class (fewer than {MIN_PER_CLASS} per class): "
+            f"its accuracy is a weak estimate" + ("; the headline is the k-fold out-of-fold estimate over train+val" if split == "val" and "val_estimate" in metrics else "")
+            + ". Add images for a firmer figure"
+        )
+    metrics["weak_estimate"] = {"splits": weak, "min_per_class": MIN_PER_CLASS}
+    if options.hyper.fine_tune.enabled:
         tick = time.perf_counter()
-        if plan.mode is EvalMode.VAL:
-            tuned = fine_tune(options, classifier, dataset, metrics["val"]["accuracy"], strategy, reporter)
+        if cut is not None and plan.mode is EvalMode.VAL:
+            tuned = run_stage(options, cut, dataset, reporter)
             history.extend(tuned.history)
-            if tuned.kept:
-                metrics["val"], metrics["test"] = tuned.val, tuned.test
-            metrics["fine_tune"] = tuned.info
+            metrics["fine_tune"] = {**tuned.info, "cut_check": cut.check.to_json() if cut.check else None}
         else:
-            metrics["fine_tune"] = {"ran": False, "reason": "no validation images to judge fine-tuning by"}
+            metrics["fine_tune"] = {"ran": False, "reason": "no validation images to select the fine-tuned model by"}
+            reporter.warn("fine-tuning skipped: no validation images to select the fine-tuned model by")
         timings["fine_tune_s"] = time.perf_counter() - tick
+    # Everything is selected; the test split is evaluated once, here, on the final model.
+    for split in ("val", "test"):
+        metrics[split] = _final_metrics(dataset, split, fitted.head, rows[split], cut)
     metrics["head"] = fitted.info
     metrics["features"] = stats.to_json()
     metrics["distribute"] = {"strategy": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync)}
@@ -156,6 +182,35 @@ def _clean_features(dataset: Dataset, features: dict[tuple[str, str], np.ndarray
     return out
 
 
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The one accuracy to quote: the k-fold out-of-fold estimate when there is one (no
+    per-class val, or a weak val), else val; None when no estimate is possible."""
+    estimate = metrics.get("val_estimate")
+    if estimate and estimate.get("accuracy") is not None:
+        return {"source": "kfold", "accuracy": estimate["accuracy"], "interval": estimate.get("interval"), "method": estimate.get("method")}
+    val = metrics.get("val")
+    if val and val.get("accuracy") is not None:
+        return {"source": "val", "accuracy": val["accuracy"], "interval": val.get("accuracy_interval")}
+    return {"source": "unavailable", "accuracy": None, "interval": None}
+
+
+def _pooled_counts(dataset: Dataset) -> dict[str, int]:
+    counts = dataset.counts()
+    return {n: counts["train"][n] + counts["val"][n] for n in dataset.labels}
+
+
+def _final_metrics(dataset: Dataset, split: str, head: Any, rows: FeatureRows, cut: CutPass | None) -> dict[str, Any] | None:
+    """Metrics of the final classifier on `split`: the top on cached activations when the
+    classifier was cut (equal to running it end to end), else the head on features."""
+    if cut is not None:
+        data = top_data(dataset.splits[split], cut.activations, clean_only=True)
+        if not len(data.y):
+            return None
+        probs, _ = evaluate_top(cut.halves.top, data, len(dataset.labels))
+        return classification_metrics(data.y, probs, dataset.labels)
+    return classification_metrics(rows.y, head.predict(rows.x, verbose=0), dataset.labels) if len(rows.y) else None
+
+
 def run_record(
     options: TrainOptions, dataset: Dataset, plan: EvalPlan, weights: str, metrics: dict[str, Any], history: list[dict[str, Any]], reporter: Reporter
 ) -> RunRecord:
@@ -172,8 +227,13 @@ def run_record(
         "image_size": options.model.image_size,
         "val_accuracy": (metrics.get("val") or {}).get("accuracy"),
         "test_accuracy": (metrics.get("test") or {}).get("accuracy"),
+        "val_interval": (metrics.get("val") or {}).get("accuracy_interval"),
+        "test_interval": (metrics.get("test") or {}).get("accuracy_interval"),
         "evaluation": plan.mode.value,
         "val_estimate": (metrics.get("val_estimate") or {}).get("accuracy"),
+        "val_estimate_interval": (metrics.get("val_estimate") or {}).get("interval"),
+        "headline": headline(metrics),
+        "weak_estimate": metrics.get("weak_estimate"),
         "images": {s: len(v) for s, v in dataset.splits.items()},
         "skipped": len(dataset.skipped),
         "head_epochs": metrics["head"]["epochs_run"],

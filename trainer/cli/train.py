@@ -17,14 +17,22 @@ from trainer.export.options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP,
 
 def _options(**kw: Any) -> Any:
     """Build `TrainOptions` from the CLI's flat keyword arguments."""
+    from dataclasses import replace
+
     from trainer.config import (
         DataOptions,
+        FineTuneOptions,
         HyperParams,
         ModelOptions,
         RuntimeOptions,
         TrainOptions,
         WeightsSpec,
     )
+
+    fine = FineTuneOptions(blocks=kw["fine_tune"], epochs=kw["fine_tune_epochs"], learning_rate=kw["fine_tune_learning_rate"])
+    head_views = HyperParams().augment_views
+    if kw["augment_views"] is not None:  # one flag for whichever cache the run uses
+        fine, head_views = replace(fine, augment_views=kw["augment_views"]), kw["augment_views"]
 
     return TrainOptions(
         data=DataOptions(kw["data_dir"], val_split=kw["val_split"], test_split=kw["test_split"], subset=kw["subset"]),
@@ -34,8 +42,7 @@ def _options(**kw: Any) -> Any:
         ),
         hyper=HyperParams(
             epochs=kw["epochs"], batch_size=kw["batch_size"], learning_rate=kw["learning_rate"], label_smoothing=kw["label_smoothing"],
-            augment_views=kw["augment_views"], class_weights=kw["class_weights"], patience=kw["patience"],
-            fine_tune_layers=kw["fine_tune"], fine_tune_epochs=kw["fine_tune_epochs"], fine_tune_learning_rate=kw["fine_tune_learning_rate"],
+            augment_views=head_views, class_weights=kw["class_weights"], patience=kw["patience"], fine_tune=fine,
         ),
         runtime=RuntimeOptions(engine=kw["engine"], cache=kw["cache"], distribute=kw["distribute"], quiet=kw["quiet"] or kw["json_out"]),
         out_dir=kw["out"],
@@ -64,12 +71,18 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         learning_rate: float = typer.Option(defaults.learning_rate, min=0.0),
         dropout: float = typer.Option(0.2, min=0.0, max=0.95),
         label_smoothing: float = typer.Option(defaults.label_smoothing, min=0.0, max=0.5),
-        augment_views: int = typer.Option(defaults.augment_views, min=0, max=32, help="Augmented copies of each training image in the feature cache."),
+        augment_views: Optional[int] = typer.Option(
+            None, min=0, max=32,
+            help=f"Augmented copies of each training image in the cache (default {defaults.augment_views}; with --fine-tune {defaults.fine_tune.augment_views}).",
+        ),
         class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights", help="Balance imbalanced classes in the loss."),
         patience: int = typer.Option(defaults.patience, min=1, help="Early-stopping patience, epochs."),
-        fine_tune: int = typer.Option(0, min=0, help="Second stage: unfreeze this many top backbone layers (0: off)."),
-        fine_tune_epochs: int = typer.Option(defaults.fine_tune_epochs, min=1),
-        fine_tune_learning_rate: float = typer.Option(defaults.fine_tune_learning_rate, min=0.0),
+        fine_tune: str = typer.Option(
+            "0", callback=_parse_fine_tune, metavar="BLOCKS|auto",
+            help="Second stage: train the top BLOCKS backbone blocks and the head on activations cached below them (0: off; auto: the measured default).",
+        ),
+        fine_tune_epochs: int = typer.Option(defaults.fine_tune.epochs, min=1, help="Most fine-tuning epochs (early stopping on val loss ends sooner)."),
+        fine_tune_learning_rate: float = typer.Option(defaults.fine_tune.learning_rate, min=0.0, help="Peak fine-tuning rate after the warm-up (cosine decay to 0)."),
         val_split: float = typer.Option(0.1, min=0.0, max=0.9, help="Fraction per class for validation (when there is no val/)."),
         test_split: float = typer.Option(0.1, min=0.0, max=0.9, help="Fraction per class for test (when there is no test/)."),
         subset: Optional[int] = typer.Option(None, min=1, help="At most N images per class and split (a quick run)."),
@@ -126,12 +139,13 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         with quiet_command(verbose):
             require_tensorflow("tledge evaluate")
             from trainer.evaluate import evaluate_run
+            from trainer.stats import format_json
 
             metrics = evaluate_run(run_dir, split, data_root)
         if json_out:
             typer.echo(json.dumps(metrics))
             return
-        typer.echo(f"{split}: accuracy {metrics['accuracy']:.4f} on {metrics['n']} images, macro F1 {metrics['macro_f1']}")
+        typer.echo(f"{split}: accuracy {format_json(metrics['accuracy_interval'])}, macro F1 {metrics['macro_f1']}")
         for label, row in metrics["per_class"].items():
             typer.echo(f"  {label:20s} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  n {row['support']}")
         if metrics["unreadable"]:
@@ -202,13 +216,31 @@ def _defaults() -> Any:
     return HyperParams()
 
 
+def _parse_fine_tune(value: str) -> int | None:
+    from trainer.config import FineTuneOptions
+
+    try:
+        return FineTuneOptions.parse_blocks(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _print_result(result: Any) -> None:
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.1f}%"
+    """The summary: every accuracy with its 95 % Wilson interval and sample size."""
+    from trainer.stats import format_json
 
     s = result.summary
+    head = s.get("headline") or {}
     typer.echo(f"run: {result.run_dir}")
-    typer.echo(f"val accuracy {pct(s['val_accuracy'])}  test accuracy {pct(s['test_accuracy'])}  ({s['evaluation']})")
-    if s.get("val_estimate") is not None:
-        typer.echo(f"validation estimate (k-fold): {pct(s['val_estimate'])}")
+    if head.get("source") == "kfold":
+        typer.echo(f"accuracy (k-fold out-of-fold estimate): {format_json(head.get('interval'))}")
+    typer.echo(f"val accuracy   {format_json(s.get('val_interval'))}")
+    typer.echo(f"test accuracy  {format_json(s.get('test_interval'))}  (evaluated once, after selection on val)")
+    weak = (s.get("weak_estimate") or {}).get("splits") or {}
+    for split, smallest in weak.items():
+        typer.echo(f"  weak estimate: {split} has only {smallest} image(s) in its smallest class")
+    tuned = s.get("fine_tune") or {}
+    if tuned.get("ran"):
+        verdict = f"kept (epoch {tuned['best_epoch']} of {tuned['epochs_run']})" if tuned.get("kept") else "discarded"
+        typer.echo(f"fine-tune: {tuned['blocks']} block(s) on cached activations, {verdict}")
     typer.echo(f"wall time {result.wall_s:.1f} s; next: tledge export {result.run_dir}")

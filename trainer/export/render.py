@@ -7,9 +7,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from trainer.stats import format_json
+
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100.0 * value:.1f}%"
+
+
+def _acc(row: dict[str, Any], key: str) -> str:
+    """An accuracy with its 95 % Wilson interval and n when the report has it."""
+    interval = row.get(f"{key}_interval")
+    return format_json(interval) if interval else _pct(row.get(key))
 
 
 def _points(value: float | None) -> str:
@@ -23,14 +31,14 @@ def render_report(report: dict[str, Any], console: Console) -> None:
         splits.add_column(column, justify="left" if column == "split" else "right")
     for name, row in report["splits"].items():
         drop = None if row["drop_points"] is None else 0.0 - row["drop_points"]
-        splits.add_row(name, str(row["images"]), _pct(row["float_accuracy"]), _pct(row["tflite_accuracy"]), _points(drop), _pct(row["top1_agreement"]))
+        splits.add_row(name, str(row["images"]), _acc(row, "float_accuracy"), _acc(row, "tflite_accuracy"), _points(drop), _acc(row, "top1_agreement"))
     console.print(splits)
     classes = Table(title="Per class (val + test)")
     for column in ("class", "images", "float acc", "tflite acc", "delta (pts)"):
         classes.add_column(column, justify="left" if column == "class" else "right")
     for row in report["per_class"]:
         style = "red" if (row["delta_points"] or 0) < 0 else None
-        classes.add_row(row["label"], str(row["images"]), _pct(row["float_accuracy"]), _pct(row["tflite_accuracy"]), _points(row["delta_points"]), style=style)
+        classes.add_row(row["label"], str(row["images"]), _acc(row, "float_accuracy"), _acc(row, "tflite_accuracy"), _points(row["delta_points"]), style=style)
     console.print(classes)
     latency = report["latency_ms"]
     console.print(

@@ -22,6 +22,7 @@ from edge.errors import ImageError
 from edge.images import load_rgb
 from edge.preprocess import resize_rgb
 from trainer.errors import ExportError
+from trainer.stats import format_json, wilson
 
 Sample = tuple[str, int]  # (image path, class index)
 _BATCH = 32  # images per Keras forward pass
@@ -107,6 +108,11 @@ def _accuracy(pred: np.ndarray, truth: np.ndarray) -> float | None:
     return float(np.mean(pred == truth)) if truth.size else None
 
 
+def _interval(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any] | None:
+    """The 95 % Wilson interval of the share of `pred` equal to `truth` (None when empty)."""
+    return wilson(int(np.sum(pred == truth)), int(truth.size)).to_json() if truth.size else None
+
+
 def _split_metrics(p: SplitPredictions) -> dict[str, Any]:
     float_acc, tflite_acc = _accuracy(p.keras, p.truth), _accuracy(p.tflite, p.truth)
     return {
@@ -115,6 +121,10 @@ def _split_metrics(p: SplitPredictions) -> dict[str, Any]:
         "tflite_accuracy": tflite_acc,
         "top1_agreement": _accuracy(p.tflite, p.keras),
         "drop_points": None if float_acc is None else round((float_acc - tflite_acc) * 100.0, 4),
+        # 95 % Wilson intervals with their n, for every proportion above
+        "float_accuracy_interval": _interval(p.keras, p.truth),
+        "tflite_accuracy_interval": _interval(p.tflite, p.truth),
+        "top1_agreement_interval": _interval(p.tflite, p.keras),
     }
 
 
@@ -130,6 +140,8 @@ def _per_class(p: SplitPredictions, labels: Sequence[str]) -> list[dict[str, Any
                 "float_accuracy": float_acc,
                 "tflite_accuracy": tflite_acc,
                 "delta_points": None if float_acc is None else round((tflite_acc - float_acc) * 100.0, 4),
+                "float_accuracy_interval": _interval(p.keras[mask], p.truth[mask]),
+                "tflite_accuracy_interval": _interval(p.tflite[mask], p.truth[mask]),
             }
         )
     return rows
@@ -235,8 +247,8 @@ def judge(report: dict[str, Any], max_drop: float, accept_drop: bool) -> dict[st
         worst = ", ".join(f"{row['label']} ({row['delta_points']:+.1f})" for row in suffered[:5]) or "none singled out"
         all_ = report["splits"]["all"]
         raise VerificationFailed(
-            f"The exported model lost {drop:.2f} accuracy points (float {all_['float_accuracy']:.2%} -> "
-            f".tflite {all_['tflite_accuracy']:.2%} on val+test), more than the allowed {max_drop:g}. "
+            f"The exported model lost {drop:.2f} accuracy points (float {format_json(all_['float_accuracy_interval'])} -> "
+            f".tflite {format_json(all_['tflite_accuracy_interval'])} on val+test), more than the allowed {max_drop:g}. "
             f"Classes that suffered most: {worst}. Try more --calibration-images, another --mode "
             "(float16 or dynamic keep more accuracy), or accept it with --accept-drop",
             verdict,
