@@ -30,6 +30,7 @@ def _raw(model_bytes: bytes, inputs: np.ndarray, threads: int, reference_kernels
     """Raw outputs; `reference_kernels`: LiteRT's builtin kernels without XNNPACK, a
     stand-in for another CPU's kernel set (other rounding and summation order)."""
     from edge.runtime import make_interpreter
+    from trainer.export.selftest_writer import interpreter_outputs
 
     if reference_kernels:
         from ai_edge_litert import interpreter as litert
@@ -39,13 +40,7 @@ def _raw(model_bytes: bytes, inputs: np.ndarray, threads: int, reference_kernels
         interpreter.allocate_tensors()
     else:
         interpreter, _ = make_interpreter(model_bytes, threads=threads)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    rows = []
-    for tensor in inputs:
-        interpreter.set_tensor(inp["index"], tensor[None, ...])
-        interpreter.invoke()
-        rows.append(interpreter.get_tensor(out["index"])[0].astype(np.float64))
-    return np.stack(rows)
+    return interpreter_outputs(interpreter, inputs).astype(np.float64)
 
 
 def _compare(reference: np.ndarray, got: np.ndarray) -> dict[str, Any]:

@@ -1,55 +1,44 @@
-"""A local Mosquitto for the event benchmarks and the fleet simulation: a config file in a
-temporary folder, a free loopback port, killed at the end. Also a recording subscriber."""
+"""A local Mosquitto for the event benchmarks and the fleet simulation: the tests' broker
+(tests/edge/broker.py) in a temporary folder, on a free loopback port, killed at the end.
+Also a recording subscriber."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "edge"))  # the tests' broker, one owner
+from broker import MOSQUITTO, Broker, free_port  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["MOSQUITTO", "LocalBroker", "Recorder", "free_port"]
 
 
 class LocalBroker:
-    """`with LocalBroker() as broker:` -> broker.port; `max_connections` raised for fleets."""
+    """`with LocalBroker() as broker:` -> broker.port; the tests' `Broker` in a temporary
+    folder, with a deep queue per client for fleets."""
 
     def __init__(self) -> None:
         if MOSQUITTO is None:
             raise SystemExit("mosquitto is not installed: apt-get install -y mosquitto")
-        self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="tledge-mosquitto-"))
-        (self.folder / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\nuser root\nmax_queued_messages 100000\n"
-        )
-        self.process: subprocess.Popen[bytes] | None = None
+        self.broker = Broker(self.folder, extra=("max_queued_messages 100000",))
+        self.port = self.broker.port
 
     def __enter__(self) -> "LocalBroker":
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.folder / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit("mosquitto did not start")
+        try:
+            self.broker.start()
+        except RuntimeError as exc:
+            raise SystemExit(f"mosquitto did not start: {exc}") from None
+        return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(5)
+        self.broker.kill()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

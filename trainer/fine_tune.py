@@ -29,8 +29,8 @@ from trainer.activations import ActivationCache, CutCheck, activation_pass, cut_
 from trainer.config import Backbone, FineTuneOptions, TrainOptions, default_cache_dir
 from trainer.dataset import Dataset, Sample
 from trainer.deps import require_keras, require_tensorflow
-from trainer.features import CLEAN_VIEW, Job, PassStats, model_key, view_names
-from trainer.features.training import MAX_LISTED, Features
+from trainer.features import CLEAN_VIEW, PassStats, model_key
+from trainer.features.training import Features, report_pass, view_jobs
 from trainer.head import class_weights
 from trainer.progress import Reporter
 
@@ -77,22 +77,13 @@ def cut_pass(
     key = cut_key(model_key(options.model.backbone.value, options.model.alpha, size, options.model.resize.value, digest), cut)
     cache_root = options.runtime.cache_dir or default_cache_dir()
     cache = ActivationCache(options.runtime.cache, cache_root, key)
-    train_views = view_names(options.hyper.fine_tune.augment_views, options.seed)
-    aug_paths = {s.path for s in dataset.splits["train"] + (dataset.splits["val"] if augment_val else ())}
-    jobs = [Job(s, train_views if s.path in aug_paths else (CLEAN_VIEW,)) for s in dataset.all_samples()]
+    jobs = view_jobs(dataset, augment_val, options.hyper.fine_tune.augment_views, options.seed)
     reporter.info(f"fine-tune: cut below the top {cut.blocks} block(s), at {cut.layer} {cut.shape}")
     with reporter.task("activations", len(jobs), "images") as advance:
         activations, failures, stats, check = activation_pass(
             jobs, halves, classifier, cache, options.runtime.engine, cache_root, key, size, options.model.resize, threads, on_image=advance
         )
-    if failures:
-        reporter.warn(f"{len(failures)} image(s) could not be decoded and were skipped:")
-        for path, reason in list(failures.items())[:MAX_LISTED]:
-            reporter.info(f"  skipped {path}: {reason}")
-    for note in stats.notes:
-        reporter.warn(note)
-    rate = f", {stats.views_per_s:.0f} views/s" if stats.views_per_s else ""
-    reporter.info(f"activations: {stats.views_computed} computed, {stats.views_cached} cached, engine {stats.engine or 'cache'}{rate}")
+    report_pass(reporter, "activations", failures, stats)
     return CutPass(halves, activations, stats, check), dataset.without(failures)
 
 

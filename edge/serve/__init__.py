@@ -15,7 +15,7 @@ Importing this package loads neither aiohttp nor OpenCV; names are resolved on f
 
 from __future__ import annotations
 
-from typing import Any
+from edge.lazy import lazy_getattr
 
 _EXPORTS = {
     "ServeOptions": "edge.serve.options",
@@ -30,10 +30,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    import importlib
-
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'edge.serve' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

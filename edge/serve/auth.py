@@ -6,13 +6,12 @@ Nothing here touches the network; `app.py` calls these for every request.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import time
 from collections import deque
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
-from edge.serve.options import is_loopback
+from edge.serve.options import is_ip, is_loopback
 
 #: Sec-Fetch-Site values a browser sends for requests the page itself makes ("same-origin")
 #: or that the user typed ("none"). "cross-site" and "same-site" (another port or
@@ -34,14 +33,6 @@ def host_name(host_header: str) -> str | None:
     return name.rstrip(".") if name else None
 
 
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
-
-
 def host_allowed(host_header: str, off_loopback: bool, names: frozenset[str]) -> bool:
     """DNS rebinding guard: accept only Host values this server is known by.
 
@@ -56,7 +47,7 @@ def host_allowed(host_header: str, off_loopback: bool, names: frozenset[str]) ->
         return True
     if not off_loopback:
         return False
-    return name in names or _is_ip(name)
+    return name in names or is_ip(name)
 
 
 def fetch_site_allowed(value: str | None) -> bool:

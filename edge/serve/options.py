@@ -64,7 +64,7 @@ class ServeOptions:
         if self.write_timeout_s <= 0 or self.header_timeout_s <= 0:
             raise ServeError("write_timeout_s and header_timeout_s must be > 0")
         for name in self.allow_hosts:
-            if not name or any(c in name for c in "/:@ ") and not _is_ip(name):
+            if not name or any(c in name for c in "/:@ ") and not is_ip(name):
                 raise ServeError(f"--allow-host {name!r}: give a bare host name such as mypi.local")
 
     @property
@@ -124,7 +124,8 @@ def is_all_interfaces(host: str) -> bool:
         return False  # a host name
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """True when `text` is an IPv4 or IPv6 address (not a name)."""
     try:
         ipaddress.ip_address(text)
     except ValueError:

@@ -23,9 +23,10 @@ def free_port() -> int:
 
 
 class Broker:
-    """mosquitto -c CONF on 127.0.0.1:port; `users` makes a password file (no anonymous)."""
+    """mosquitto -c CONF on 127.0.0.1:port; `users` makes a password file (no anonymous);
+    `extra`: more config lines (e.g. "max_queued_messages 100000")."""
 
-    def __init__(self, folder: Path, port: int | None = None, users: dict[str, str] | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, users: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> None:
         self.folder, self.port = folder, port or free_port()
         folder.mkdir(parents=True, exist_ok=True)
         # As root, mosquitto would switch to the "mosquitto" user, who cannot read pytest's
@@ -41,7 +42,7 @@ class Broker:
         else:
             lines.append("allow_anonymous true")
         self.config = folder / "mosquitto.conf"
-        self.config.write_text("\n".join(lines) + "\n")
+        self.config.write_text("\n".join([*lines, *extra]) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

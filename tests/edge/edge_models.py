@@ -10,14 +10,12 @@ with uint8 input/output (tledge's default) and int8 with int8 input/output.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
+from bundle_files import pack_bundle
 
 LABELS = ("red", "green", "blue", "gray")
 SIZE = 32  # pixels: model input height = width
@@ -80,7 +78,6 @@ def convert(model, mode: str) -> bytes:
 
 def write_bundle(folder: Path, model_bytes: bytes, labels=LABELS, resize: str = "center_crop", quantization: str = "int8") -> Path:
     """A tledge bundle (models/README.md): labels + tledge.json zipped onto the model."""
-    folder.mkdir(parents=True, exist_ok=True)
     info = {
         "format": "tledge.bundle",
         "format_version": 1,
@@ -90,13 +87,6 @@ def write_bundle(folder: Path, model_bytes: bytes, labels=LABELS, resize: str = 
         "input": {"height": SIZE, "width": SIZE, "channels": 3, "color_order": "RGB", "mean": 0.0, "std": 1.0, "resize": resize},
         "quantization": quantization,
     }
-    packed = io.BytesIO()
-    with zipfile.ZipFile(packed, "w") as archive:
-        archive.writestr("labels.txt", "\n".join(labels) + "\n")
-        archive.writestr("tledge.json", json.dumps(info))
-    data = model_bytes + packed.getvalue()
-    (folder / "model.tflite").write_bytes(data)
-    (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-    manifest = {**info, "model": {"file": "model.tflite", "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)}}
+    manifest = pack_bundle(folder, model_bytes, info)
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return folder

@@ -51,6 +51,15 @@ def sink_for(folder: Path, clock: Clock | None = None, **options: object) -> Unc
     return UncertainSink(UncertainOptions(folder=folder, **options), LABELS, "colours", "ab" * 32, clock=clock or Clock())  # type: ignore[arg-type]
 
 
+def emit_uncertain(sink: UncertainSink, clock: Clock, count: int, pause_s: float = 0.0) -> None:
+    """`count` uncertain frames a minute apart (past the rate limit); `pause_s` (seconds)
+    between them gives the writer thread time to save each one."""
+    for i in range(count):
+        sink.emit(frame(), result(i, [0.6, 0.3, 0.05, 0.05]))
+        clock.now += 60
+        time.sleep(pause_s)
+
+
 def test_each_criterion_alone_and_together() -> None:
     assert is_uncertain(0.9, 0.05, threshold=0.5, margin=0.15, flipped=False) == ()
     assert is_uncertain(0.4, 0.05, threshold=0.5, margin=0.15, flipped=False) == (Reason.BELOW_THRESHOLD,)
@@ -127,10 +136,7 @@ def test_the_size_cap_stops_saving_and_says_so_once(tmp_path: Path, caplog: pyte
     clock = Clock()
     sink = sink_for(tmp_path, clock, margin=1.0, max_mb=0.06)  # 62914 bytes: full already
     with caplog.at_level(logging.WARNING, logger="tledge.edge"):
-        for i in range(3):
-            sink.emit(frame(), result(i, [0.6, 0.3, 0.05, 0.05]))
-            clock.now += 60
-            time.sleep(0.05)
+        emit_uncertain(sink, clock, 3, pause_s=0.05)
         sink.close()
     assert sink.stats.saved == 0 and sink.stats.over_cap == 3
     assert inbox.list_frames(tmp_path).frames == ()
@@ -144,10 +150,7 @@ def test_an_unwritable_folder_is_reported_once_and_never_raises(tmp_path: Path, 
     clock = Clock()
     with caplog.at_level(logging.WARNING, logger="tledge.edge"):
         sink = sink_for(blocker / "inbox", clock, margin=1.0)
-        for i in range(4):
-            sink.emit(frame(), result(i, [0.6, 0.3, 0.05, 0.05]))
-            clock.now += 60
-            time.sleep(0.05)
+        emit_uncertain(sink, clock, 4, pause_s=0.05)
         sink.close()
     assert sink.stats.saved == 0 and sink.stats.failed == 4
     said = [r.getMessage() for r in caplog.records if "save-uncertain" in r.getMessage()]
@@ -162,9 +165,7 @@ def test_a_writer_that_cannot_keep_up_drops_instead_of_blocking(tmp_path: Path, 
     monkeypatch.setattr(sink, "_save", lambda *a: (gate.wait(), original(*a)))  # a disk that stalls until released
 
     def emit_five() -> None:
-        for i in range(5):
-            sink.emit(frame(), result(i, [0.6, 0.3, 0.05, 0.05]))
-            clock.now += 60
+        emit_uncertain(sink, clock, 5)
 
     loop = threading.Thread(target=emit_five)
     try:

@@ -12,11 +12,11 @@ import hashlib
 import io
 import json
 import shutil
-import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+from bundle_files import pack_bundle
 
 COLOURS = ("red", "green", "blue", "gray")
 PALETTE = {"red": (220, 30, 30), "green": (30, 220, 30), "blue": (30, 30, 220), "gray": (128, 128, 128)}
@@ -66,20 +66,12 @@ def _sha(data: bytes) -> str:
 def write_bundle(folder: Path, model_bytes: bytes, labels: tuple[str, ...], size: int, selftest: bool = True) -> Path:
     """A bundle folder; with `selftest`, reference images are drawn and the exporter's
     writer adds selftest.npz and its manifest entry."""
-    folder.mkdir(parents=True, exist_ok=True)
     info = {
         "format": "tledge.bundle", "format_version": 1, "name": folder.name, "labels": list(labels), "labels_file": "labels.txt",
         "input": {"height": size, "width": size, "channels": 3, "color_order": "RGB", "mean": 0.0, "std": 1.0, "resize": "center_crop"},
         "created_utc": "2026-11-30T00:00:00Z",
     }
-    packed = io.BytesIO()
-    with zipfile.ZipFile(packed, "w") as archive:
-        archive.writestr("labels.txt", "\n".join(labels) + "\n")
-        archive.writestr("tledge.json", json.dumps(info))
-    data = model_bytes + packed.getvalue()
-    (folder / "model.tflite").write_bytes(data)
-    (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-    manifest = {**info, "model": {"file": "model.tflite", "sha256": _sha(data), "size_bytes": len(data)}}
+    manifest = pack_bundle(folder, model_bytes, info)
     if selftest:
         from trainer.export.selftest_writer import build_selftest
 

@@ -8,6 +8,7 @@ construction, and it runs in well under a millisecond on the test machine.
 from __future__ import annotations
 
 import http.client
+import ssl
 import threading
 import time
 from contextlib import contextmanager
@@ -26,6 +27,28 @@ from edge.sources import VideoFileSource
 
 COLOURS: dict[str, tuple[int, int, int]] = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}  # RGB
 SIZE = 32  # model input, pixels
+
+
+def http_get(host: str, port: int, path: str, headers: dict[str, str] | None = None, source: str | None = None,
+             context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One raw GET: the path goes on the wire exactly as written (no client-side normalisation).
+
+    `source`: a local address to connect from (another client); `context`: HTTPS. The body of
+    a stream (MJPEG, server-sent events) is not read."""
+    cls = http.client.HTTPSConnection if context else http.client.HTTPConnection
+    kwargs = {"context": context} if context else {}
+    conn = cls(host, port, timeout=10, source_address=(source, 0) if source else None, **kwargs)
+    try:
+        conn.putrequest("GET", path, skip_host="Host" in (headers or {}), skip_accept_encoding=True)
+        for key, value in (headers or {}).items():
+            conn.putheader(key, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        streaming = response.getheader("Content-Type", "").startswith(("multipart/", "text/event-stream"))
+        body = b"" if streaming else response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+    finally:
+        conn.close()
 
 
 def make_colour_model(folder: Path) -> tuple[Path, Path]:

@@ -48,6 +48,15 @@ def read_url(process: subprocess.Popen[str], lines: list[str], timeout: float = 
     return found[0]
 
 
+def interrupt(process: subprocess.Popen[str]) -> None:
+    """Stop `tledge run` as Ctrl-C does; kill it only if it has not exited 20 s later."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+    finally:
+        process.kill() if process.poll() is None else None
+
+
 @pytest.mark.parametrize("way", ["flag", "environment"])
 def test_run_serve_with_token(colour_model, colour_video, way: str) -> None:
     model, labels = colour_model
@@ -75,11 +84,7 @@ def test_run_serve_with_token(colour_model, colour_video, way: str) -> None:
         page = urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"}), timeout=10).read().decode("utf-8")
         assert 'src="static/app.js"' in page and TOKEN not in page
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        finally:
-            process.kill() if process.poll() is None else None
+        interrupt(process)
     assert process.returncode == 0, "".join(lines)
     assert "Traceback" not in "".join(lines)
 
@@ -142,11 +147,7 @@ def test_off_loopback_without_a_token_generates_one(colour_model, colour_video) 
         allowed = urllib.request.Request(f"http://127.0.0.2:{port}/api/model", headers={"Authorization": f"Bearer {token}"})
         assert json.load(urllib.request.urlopen(allowed, timeout=10))["labels"] == list(COLOURS)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        finally:
-            process.kill() if process.poll() is None else None
+        interrupt(process)
     text = "".join(lines)
     assert text.count(token) == 1, text  # printed once, never in a log line
     assert process.returncode == 0 and "Traceback" not in text

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 import pytest
-from live_helpers import Counter, MjpegViewer, running_pipeline, wait_until
+from live_helpers import Counter, MjpegViewer, http_get, running_pipeline, wait_until
 
 from edge.classifier import Classifier
 from edge.pipeline import Pipeline, PipelineOptions
@@ -29,25 +29,6 @@ from edge.sources import VideoFileSource
 
 TOKEN = "hostile-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def get(host: str, port: int, path: str, headers: dict[str, str] | None = None, source: str | None = None,
-        context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:
-    """One GET from `source` (a local address to connect from: another 'client')."""
-    cls = http.client.HTTPSConnection if context else http.client.HTTPConnection
-    kwargs = {"context": context} if context else {}
-    conn = cls(host, port, timeout=10, source_address=(source, 0) if source else None, **kwargs)
-    try:
-        conn.putrequest("GET", path, skip_host="Host" in (headers or {}), skip_accept_encoding=True)
-        for key, value in (headers or {}).items():
-            conn.putheader(key, value)
-        conn.endheaders()
-        response = conn.getresponse()
-        streaming = response.getheader("Content-Type", "").startswith(("multipart/", "text/event-stream"))
-        body = b"" if streaming else response.read()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
-    finally:
-        conn.close()
 
 
 def raw(port: int, data: bytes, host: str = "127.0.0.1") -> bytes:
@@ -78,31 +59,31 @@ def network(colour_info) -> Iterator[LiveViewSink]:
 @pytest.mark.parametrize("bind", ["loopback", "network"])
 def test_dns_rebinding_host_values_are_refused_on_every_bind(request, bind: str, host: str) -> None:
     sink = request.getfixturevalue(bind)
-    status, _, body = get(sink.address[0], sink.port, "/api/model", {"Host": host, **AUTH})
+    status, _, body = http_get(sink.address[0], sink.port, "/api/model", {"Host": host, **AUTH})
     assert status in (400, 403), (bind, host, status)  # 400: aiohttp refuses the unparseable ones itself
     assert b"colours" not in body
 
 
 def test_network_bind_accepts_its_own_names(network: LiveViewSink) -> None:
     for host in ("127.0.0.2", f"127.0.0.2:{network.port}", socket.gethostname(), "camera.example", "localhost", "192.168.1.20"):
-        status, _, _ = get("127.0.0.2", network.port, "/api/model", {"Host": host, **AUTH})
+        status, _, _ = http_get("127.0.0.2", network.port, "/api/model", {"Host": host, **AUTH})
         assert status == 200, host
-    assert get("127.0.0.2", network.port, "/api/model")[0] == 401  # a name alone opens nothing
+    assert http_get("127.0.0.2", network.port, "/api/model")[0] == 401  # a name alone opens nothing
 
 
 def test_loopback_bind_refuses_lan_addresses(loopback: LiveViewSink) -> None:
-    assert get("127.0.0.1", loopback.port, "/api/model", {"Host": "192.168.1.20", **AUTH})[0] == 403
+    assert http_get("127.0.0.1", loopback.port, "/api/model", {"Host": "192.168.1.20", **AUTH})[0] == 403
 
 
 @pytest.mark.parametrize("site", ["cross-site", "same-site", "CROSS-SITE"])
 def test_cross_site_requests_are_refused(loopback: LiveViewSink, site: str) -> None:
-    status, _, body = get("127.0.0.1", loopback.port, "/stream.mjpg", {"Sec-Fetch-Site": site, **AUTH})
+    status, _, body = http_get("127.0.0.1", loopback.port, "/stream.mjpg", {"Sec-Fetch-Site": site, **AUTH})
     assert status == 403 and b"other sites" in body
-    assert get("127.0.0.1", loopback.port, "/api/model", {"Sec-Fetch-Site": "same-origin", **AUTH})[0] == 200
+    assert http_get("127.0.0.1", loopback.port, "/api/model", {"Sec-Fetch-Site": "same-origin", **AUTH})[0] == 200
 
 
 def test_every_response_has_the_base_headers_and_no_version_banner(loopback: LiveViewSink, caplog) -> None:
-    answers = [get("127.0.0.1", loopback.port, path, headers)[1] for path, headers in
+    answers = [http_get("127.0.0.1", loopback.port, path, headers)[1] for path, headers in
                [("/api/model", AUTH), ("/api/model", None), ("/nope", AUTH), ("/api/model", {"Host": "evil.example", **AUTH})]]
     with caplog.at_level(logging.INFO, logger="tledge.edge"):
         bad = raw(loopback.port, b"GARBAGE\x00 / HTTP/1.1\r\n\r\n").split(b"\r\n\r\n")[0].decode("latin-1").lower()
@@ -130,20 +111,20 @@ def test_malformed_credentials_are_401_with_one_log_line(loopback: LiveViewSink,
 
 
 def test_query_token_with_bad_percent_bytes_is_401(loopback: LiveViewSink) -> None:
-    assert get("127.0.0.1", loopback.port, "/api/model?token=%ff%fe%00")[0] == 401
+    assert http_get("127.0.0.1", loopback.port, "/api/model?token=%ff%fe%00")[0] == 401
 
 
 def test_failed_logins_are_limited_per_client_address(colour_info, caplog) -> None:
     with LiveViewSink(ServeOptions(port=0, token=TOKEN, auth_failures_per_minute=10), colour_info) as sink, \
             caplog.at_level(logging.INFO, logger="tledge.edge"):
-        statuses = [get("127.0.0.1", sink.port, "/api/model", {"Authorization": f"Bearer guess-{i:012d}"})[0] for i in range(10)]
+        statuses = [http_get("127.0.0.1", sink.port, "/api/model", {"Authorization": f"Bearer guess-{i:012d}"})[0] for i in range(10)]
         assert statuses == [401] * 10
-        status, headers, _ = get("127.0.0.1", sink.port, "/api/model", AUTH)  # even the right token now waits
+        status, headers, _ = http_get("127.0.0.1", sink.port, "/api/model", AUTH)  # even the right token now waits
         assert status == 429 and 1 <= int(headers["retry-after"]) <= 61
         for _ in range(5):
-            assert get("127.0.0.1", sink.port, "/api/model", {"Authorization": "Bearer x" * 3})[0] == 429
-        assert get("127.0.0.1", sink.port, "/api/model", AUTH, source="127.0.0.3")[0] == 200  # another client is not punished
-        assert get("127.0.0.1", sink.port, "/api/model", source="127.0.0.3")[0] == 401  # no credential: not a guess
+            assert http_get("127.0.0.1", sink.port, "/api/model", {"Authorization": "Bearer x" * 3})[0] == 429
+        assert http_get("127.0.0.1", sink.port, "/api/model", AUTH, source="127.0.0.3")[0] == 200  # another client is not punished
+        assert http_get("127.0.0.1", sink.port, "/api/model", source="127.0.0.3")[0] == 401  # no credential: not a guess
     lines = [r.getMessage() for r in caplog.records if r.name == "tledge.edge"]
     assert sum("429" in line for line in lines) == 1  # the limit is logged once, not per refused request
     assert not any(TOKEN in line or "guess-" in line for line in lines)  # no credential in any log line
@@ -151,8 +132,8 @@ def test_failed_logins_are_limited_per_client_address(colour_info, caplog) -> No
 
 def test_no_token_in_any_log_line(loopback: LiveViewSink, caplog) -> None:
     with caplog.at_level(logging.DEBUG):
-        get("127.0.0.1", loopback.port, f"/api/model?token={TOKEN}", {"Host": "evil.example"})
-        get("127.0.0.1", loopback.port, f"/x?token={TOKEN}")
+        http_get("127.0.0.1", loopback.port, f"/api/model?token={TOKEN}", {"Host": "evil.example"})
+        http_get("127.0.0.1", loopback.port, f"/x?token={TOKEN}")
         raw(loopback.port, f"GET /?token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n".encode())
     messages = [r.getMessage() for r in caplog.records]
     assert messages and not any(TOKEN in m for m in messages), messages
@@ -177,7 +158,7 @@ def test_slow_header_and_silent_connections_are_closed(colour_info, caplog) -> N
         assert closed, "a trickling client kept its connection"
         assert silent.recv(100) == b""
         assert wait_until(lambda: sink.connections == 0, 5)
-        assert get("127.0.0.1", sink.port, "/api/model")[0] == 200  # the server still serves
+        assert http_get("127.0.0.1", sink.port, "/api/model")[0] == 200  # the server still serves
         silent.close()
         slow.close()
     assert any("no complete request" in r.getMessage() for r in caplog.records)
@@ -196,7 +177,7 @@ def test_open_connections_are_capped(colour_info) -> None:
         assert answer == b"", answer
         idle.pop().close()
         assert wait_until(lambda: sink.connections == 4, 5)
-        assert get("127.0.0.1", sink.port, "/api/model")[0] == 200
+        assert http_get("127.0.0.1", sink.port, "/api/model")[0] == 200
         for sock in idle + [extra]:
             sock.close()
 
@@ -208,9 +189,9 @@ def test_viewers_are_capped_per_client_address(colour_info, colour_video) -> Non
         for viewer in viewers:
             viewer.start()
         assert wait_until(lambda: sink.viewers == 2, 5)
-        status, _, body = get("127.0.0.1", sink.port, "/api/events")
+        status, _, body = http_get("127.0.0.1", sink.port, "/api/events")
         assert status == 503 and b"your address" in body
-        assert get("127.0.0.1", sink.port, "/api/events", source="127.0.0.3")[0] == 200  # another client gets in
+        assert http_get("127.0.0.1", sink.port, "/api/events", source="127.0.0.3")[0] == 200  # another client gets in
         for viewer in viewers:
             viewer.stop()
 
@@ -278,12 +259,12 @@ def test_tls_serves_https_with_a_secure_cookie(colour_info, tmp_path: Path) -> N
     context = ssl.create_default_context(cafile=str(cert))
     with LiveViewSink(ServeOptions(port=0, token=TOKEN, tls_cert=cert, tls_key=key), colour_info) as sink:
         assert sink.url.startswith("https://127.0.0.1:")
-        status, _, body = get("127.0.0.1", sink.port, "/api/model", AUTH, context=context)
+        status, _, body = http_get("127.0.0.1", sink.port, "/api/model", AUTH, context=context)
         assert status == 200 and json.loads(body)["name"] == "colours"
-        status, headers, _ = get("127.0.0.1", sink.port, f"/?token={TOKEN}", context=context)
+        status, headers, _ = http_get("127.0.0.1", sink.port, f"/?token={TOKEN}", context=context)
         assert status == 303 and "Secure" in headers["set-cookie"] and "HttpOnly" in headers["set-cookie"]
         with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):  # plain http gets no page
-            get("127.0.0.1", sink.port, "/api/model", AUTH)
+            http_get("127.0.0.1", sink.port, "/api/model", AUTH)
 
 
 def test_tls_with_a_bad_key_is_a_clear_error(colour_info, tmp_path: Path) -> None:

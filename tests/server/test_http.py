@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from live_helpers import COLOURS, Counter, running_pipeline
+from live_helpers import COLOURS, Counter, http_get, running_pipeline
 
 from edge.serve import ASSETS, LiveViewSink, ServeOptions
 
@@ -22,20 +22,9 @@ ENDPOINTS = ["/", "/static/app.js", "/static/style.css", "/api/model", "/api/lat
 STATIC = Path(__file__).resolve().parents[2] / "edge" / "serve" / "static"
 
 
-def request(port: int, path: str, headers: dict[str, str] | None = None, read: bool = True) -> tuple[int, dict[str, str], bytes]:
-    """One raw GET: the path goes on the wire exactly as written (no client-side normalisation)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.putrequest("GET", path, skip_host="Host" in (headers or {}), skip_accept_encoding=True)
-        for key, value in (headers or {}).items():
-            conn.putheader(key, value)
-        conn.endheaders()
-        response = conn.getresponse()
-        streaming = response.getheader("Content-Type", "").startswith(("multipart/", "text/event-stream"))
-        body = response.read() if read and not streaming else b""
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
-    finally:
-        conn.close()
+def request(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One raw GET to the live view on loopback (see `live_helpers.http_get`)."""
+    return http_get("127.0.0.1", port, path, headers)
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,7 @@ CLI needs to declare its flags) stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edge.lazy import lazy_getattr
 
 _LAZY = {
     "export": "trainer.export.exporter",
@@ -40,8 +39,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'trainer.export' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -46,6 +46,11 @@ def pick_inputs(splits: dict[str, Sequence[tuple[str, int]]], limit: int = MAX_I
 def raw_outputs(model_bytes: bytes, tensors: np.ndarray, threads: int = 1) -> np.ndarray:
     """The file's raw output (its own dtype: codes for int8) for each (H, W, 3) tensor."""
     interpreter, _ = make_interpreter(model_bytes, threads=threads)
+    return interpreter_outputs(interpreter, tensors)
+
+
+def interpreter_outputs(interpreter: Any, tensors: np.ndarray) -> np.ndarray:
+    """An allocated interpreter's raw output (its own dtype) for each (H, W, 3) tensor, one at a time."""
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     rows = []
     for tensor in tensors:

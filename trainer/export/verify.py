@@ -147,20 +147,6 @@ def _per_class(p: SplitPredictions, labels: Sequence[str]) -> list[dict[str, Any
     return rows
 
 
-def verify(
-    model: Any,
-    bundle: Path,
-    splits: dict[str, Sequence[Sample]],
-    labels: Sequence[str],
-    threads: int | None = None,
-    images: Callable[[str], np.ndarray] | None = None,
-    float_top: FloatTop | None = None,
-) -> dict[str, Any]:
-    """Run the bundle at `bundle` and the float model over `splits` (e.g. val and test); return the report
-    (see `verify_detailed`)."""
-    return verify_detailed(model, bundle, splits, labels, threads, images, float_top)[0]
-
-
 def verify_detailed(
     model: Any,
     bundle: Path,
@@ -170,9 +156,9 @@ def verify_detailed(
     images: Callable[[str], np.ndarray] | None = None,
     float_top: FloatTop | None = None,
 ) -> tuple[dict[str, Any], dict[str, SplitPredictions]]:
-    """`verify`, plus each split's predictions (the .tflite's scores feed the thresholds).
+    """Run the bundle at `bundle` and the float model over `splits` (e.g. val and test).
 
-    Runs the bundle at `bundle` and the float model over `splits` (e.g. val and test); return the report.
+    Returns the report and each split's predictions (the .tflite's scores feed the thresholds).
 
     `images(split)` gives the split's images decoded and resized to the model's input
     (default: decoded here); `float_top` gives the float model's answers (default: the

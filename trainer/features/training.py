@@ -4,6 +4,7 @@ with its progress and warnings, and the feature rows of each split."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,16 +46,29 @@ def feature_pass(
     cache_root = options.runtime.cache_dir or default_cache_dir()
     cache = FeatureCache(options.runtime.cache, cache_root, key)
     features_model = model_lib.feature_model(classifier)
-    train_views = view_names(options.hyper.augment_views, options.seed)
-    augmented = dataset.splits["train"] + (dataset.splits["val"] if augment_val else ())
-    aug_paths = {s.path for s in augmented}
-    jobs = [Job(s, train_views if s.path in aug_paths else (CLEAN_VIEW,)) for s in dataset.all_samples()]
+    jobs = view_jobs(dataset, augment_val, options.hyper.augment_views, options.seed)
 
     def make_engine(probe: np.ndarray) -> Any:
         return choose_engine(features_model, size, options.runtime.engine, cache_root, key, probe, threads, batch=4)
 
     with reporter.task("features", len(jobs), "images") as advance:
         features, failures, stats = extract(jobs, cache, make_engine, size, options.model.resize, threads, on_image=advance)
+    report_pass(reporter, "features", failures, stats)
+    return features, stats, dataset.without(failures)
+
+
+def view_jobs(dataset: Dataset, augment_val: bool, augment_views: int, seed: int) -> list[Job]:
+    """One job per image: the augmented views for the images that may train (train, and val
+    when `augment_val`), the clean view alone for the others."""
+    train_views = view_names(augment_views, seed)
+    augmented = dataset.splits["train"] + (dataset.splits["val"] if augment_val else ())
+    aug_paths = {s.path for s in augmented}
+    return [Job(s, train_views if s.path in aug_paths else (CLEAN_VIEW,)) for s in dataset.all_samples()]
+
+
+def report_pass(reporter: Reporter, what: str, failures: dict[Path, str], stats: PassStats) -> None:
+    """Tell the console what a pass over the images (`what`: features, activations) did:
+    the files it skipped (the first MAX_LISTED by name), its notes, and its counts."""
     if failures:
         reporter.warn(f"{len(failures)} image(s) could not be decoded and were skipped:")
         for path, reason in list(failures.items())[:MAX_LISTED]:
@@ -62,8 +76,7 @@ def feature_pass(
     for note in stats.notes:
         reporter.warn(note)
     rate = f", {stats.views_per_s:.0f} views/s" if stats.views_per_s else ""
-    reporter.info(f"features: {stats.views_computed} computed, {stats.views_cached} cached, engine {stats.engine or 'cache'}{rate}")
-    return features, stats, dataset.without(failures)
+    reporter.info(f"{what}: {stats.views_computed} computed, {stats.views_cached} cached, engine {stats.engine or 'cache'}{rate}")
 
 
 def feature_rows(samples: tuple[Sample, ...], features: Features, clean_only: bool) -> FeatureRows:
