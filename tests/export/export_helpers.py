@@ -110,3 +110,28 @@ def make_tiny_run(
     (run / "run.json").write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
     (run / "splits.json").write_text(json.dumps(split_items), encoding="utf-8")
     return run
+
+
+def train_on_clothing(shared: Path, weights: Path, out_dir: Path, name: str, subset: int, image_size: int):
+    """A real run: the ImageNet backbone at `weights` and a head trained on `subset` images per
+    class and split of ../shared's clothing-small (seed 0, no augmentation, memory cache).
+    Skips the test when the dataset is absent."""
+    import pytest
+
+    from trainer.config import CacheMode, DataOptions, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsKind, WeightsSpec
+    from trainer.train import train
+
+    data = shared / "datasets" / "clothing-small"
+    if not data.is_dir():
+        pytest.skip(f"{data} is absent")
+    return train(
+        TrainOptions(
+            data=DataOptions(data, subset=subset),
+            model=ModelOptions(image_size=image_size, weights=WeightsSpec(WeightsKind.FILE, weights)),
+            hyper=HyperParams(augment_views=0),
+            runtime=RuntimeOptions(cache=CacheMode.MEMORY, quiet=True),
+            out_dir=out_dir,
+            name=name,
+            seed=0,
+        )
+    )

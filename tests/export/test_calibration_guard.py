@@ -11,6 +11,7 @@ val + test pooled with the edge runtime. Slow (real weights, ../shared data).
 from __future__ import annotations
 
 import pytest
+from export_helpers import train_on_clothing
 
 #: The bar of issue 13 (clothing-small test agreement was 98.7 % before the cut).
 MIN_AGREEMENT = 0.985
@@ -18,24 +19,11 @@ MIN_AGREEMENT = 0.985
 
 @pytest.mark.slow
 def test_default_calibration_keeps_int8_agreement_on_real_photos(shared, imagenet_weights, tmp_path):
-    data = shared / "datasets" / "clothing-small"
-    if not data.is_dir():
-        pytest.skip(f"{data} is absent")
-    from trainer.config import CacheMode, DataOptions, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsKind, WeightsSpec
     from trainer.export import ExportOptions, export
     from trainer.export.options import DEFAULT_CALIBRATION_IMAGES
-    from trainer.train import train
 
-    options = TrainOptions(
-        data=DataOptions(data, subset=60),  # at most 60 images per class and split: ~600 train, ~590 val + test
-        model=ModelOptions(image_size=224, weights=WeightsSpec(WeightsKind.FILE, imagenet_weights)),
-        hyper=HyperParams(augment_views=0),
-        runtime=RuntimeOptions(cache=CacheMode.MEMORY, quiet=True),
-        out_dir=tmp_path / "runs",
-        name="clothing-guard",
-        seed=0,
-    )
-    trained = train(options)
+    # at most 60 images per class and split: ~600 train, ~590 val + test
+    trained = train_on_clothing(shared, imagenet_weights, tmp_path / "runs", "clothing-guard", subset=60, image_size=224)
     result = export(trained.run_dir, ExportOptions.for_int8(out=tmp_path / "bundle", accept_drop=True), float_features=trained.verification_features)
     report = result.report
     pooled = report["splits"]["all"]

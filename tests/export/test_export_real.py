@@ -7,28 +7,16 @@ near a minute; the full-dataset numbers are in BENCHMARKS.md (scripts/bench_expo
 from __future__ import annotations
 
 import pytest
+from export_helpers import train_on_clothing
 
 
 @pytest.mark.slow
 def test_int8_export_of_a_real_model_passes_the_default_gate(shared, imagenet_weights, tmp_path):
-    data = shared / "datasets" / "clothing-small"
-    if not data.is_dir():
-        pytest.skip(f"{data} is absent")
-    from trainer.config import CacheMode, DataOptions, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsKind, WeightsSpec
     from trainer.export import ExportOptions, export
     from trainer.export.tflite_inspect import inspect_tflite
-    from trainer.train import train
 
-    options = TrainOptions(
-        data=DataOptions(data, subset=12),  # 12 images per class and split
-        model=ModelOptions(image_size=160, weights=WeightsSpec(WeightsKind.FILE, imagenet_weights)),
-        hyper=HyperParams(augment_views=0),
-        runtime=RuntimeOptions(cache=CacheMode.MEMORY, quiet=True),
-        out_dir=tmp_path / "runs",
-        name="clothing-subset",
-        seed=0,
-    )
-    run_dir = train(options).run_dir
+    # 12 images per class and split
+    run_dir = train_on_clothing(shared, imagenet_weights, tmp_path / "runs", "clothing-subset", subset=12, image_size=160).run_dir
     # Default gate (2 points on val + test): export() raises if int8 loses more.
     result = export(run_dir, ExportOptions.for_int8(out=tmp_path / "bundle", calibration_images=120))
     report = result.report
