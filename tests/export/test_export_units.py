@@ -13,6 +13,7 @@ from trainer.export.bundle_writer import BundleStaging, check_target
 from trainer.cli.export import choose_mode
 from trainer.export.convert import representative_dataset, stratified_sample
 from trainer.export.options import ExportOptions, IOType, QuantizationMode
+from trainer.stats import wilson
 from trainer.export.verify import VerificationFailed, judge
 
 
@@ -64,9 +65,12 @@ def test_representative_dataset_names_a_broken_image(tmp_path):
 
 # -- verdict ---------------------------------------------------------------------------
 def _report(float_acc: float, tflite_acc: float, deltas: dict[str, float]) -> dict:
+    """A verification report as `verify_detailed` writes it, for 100 val+test images."""
     return {
         "splits": {"all": {"images": 100, "float_accuracy": float_acc, "tflite_accuracy": tflite_acc,
-                           "top1_agreement": 0.9, "drop_points": round(100 * (float_acc - tflite_acc), 4)}},
+                           "top1_agreement": 0.9, "drop_points": round(100 * (float_acc - tflite_acc), 4),
+                           "float_accuracy_interval": wilson(round(100 * float_acc), 100).to_json(),
+                           "tflite_accuracy_interval": wilson(round(100 * tflite_acc), 100).to_json()}},
         "per_class": [{"label": k, "images": 10, "float_accuracy": 0.9, "tflite_accuracy": 0.9 + v / 100, "delta_points": v}
                       for k, v in deltas.items()],
     }
@@ -83,7 +87,8 @@ def test_judge_fails_and_names_the_classes_that_suffered():
     with pytest.raises(VerificationFailed) as caught:
         judge(report, max_drop=2.0, accept_drop=False)
     message = str(caught.value)
-    assert "5.00" in message and "hat (-20.0)" in message and "shoes (-10.0)" in message
+    assert "5.00" in message and "90.0 %" in message and "85.0 %" in message and "n=100" in message
+    assert "hat (-20.0)" in message and "shoes (-10.0)" in message
     assert "dress" not in message and "pants" not in message and "--accept-drop" in message
     assert message.index("hat") < message.index("shoes")  # worst first
     assert caught.value.report["passed"] is False and caught.value.report["suffered"] == ["hat", "shoes"]
