@@ -38,12 +38,14 @@ TITLES = {
     "pipeline": "4. Pipeline: `tledge run` vs a naive loop on a video",
     "startup": "5. Start-up time and peak memory",
     "soak": "6. Soak: memory and descriptors over a long run",
-    # Hand-written from scripts/results/bench_events.json and fleet_sim_*.json (no
-    # scripts/out JSON): kept as written when the file is regenerated.
+    "selftest": "7. Self-test tolerance: how far outputs move on another runtime",
     "events": "8. Event outputs: latency, camera-loop cost, fleet simulation",
-    # Written by hand from scripts/results/*fine_tune*.json (no scripts/out JSON): kept as is.
+    "photos": "9. Photos to bundle (issue 13)",
     "fine_tune": "10. Fine-tuning on cached activations",
 }
+#: Sections written by hand from their own committed result files (each names them in its
+#: text): rendering keeps them verbatim.
+HAND_WRITTEN = {"selftest", "events", "photos", "fine_tune"}
 #: The result file each section cites (scripts/results/<name>.json).
 RESULT_NAMES = {
     "train": "bench_train",
@@ -528,7 +530,9 @@ def render(results: dict[str, Any], runs: dict[str, Any], old: str, invocation: 
         data = results.get(name)
         if isinstance(data, list):  # a script that writes a list of rows
             data = {"rows": data}
-        if isinstance(data, dict):
+        if name in HAND_WRITTEN:
+            text = old_sections.get(name) or f"## {TITLES[name]}\n\n{NOT_MEASURED} the hand-written section is missing.\n"
+        elif isinstance(data, dict):
             text = render_section(name, data, runs.get(name))
             measured[name] = section_goals(name, data)
         elif name in old_sections and NOT_MEASURED not in old_sections[name]:

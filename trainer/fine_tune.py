@@ -267,7 +267,7 @@ def fine_tune_top(
     data = cut_dataset(train.x, train.y, num_classes, options.batch_size, seed, sample_weights, shuffle=True)
     validation = cut_dataset(val.x, val.y, num_classes, 256, seed)
     try:
-        history = halves.top.fit(data, epochs=options.epochs, validation_data=validation, callbacks=[best], verbose=0)
+        history = halves.top.fit(data, epochs=options.epochs, validation_data=validation, callbacks=[best], shuffle=False, verbose=0)  # the dataset shuffles itself
     finally:
         cut_lib.set_trainable(halves, False)
     rows = history.history

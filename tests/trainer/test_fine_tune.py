@@ -130,7 +130,7 @@ def _fine_tuned(tmp_path: Path):
     samples, pixels = _images(root)
     acts = np.asarray(halves.bottom(pixels, training=False)).astype(np.float16)
     y = np.array([s.label for s in samples])
-    before = [np.array(w) for w in classifier.weights]
+    before = [w.numpy() for w in classifier.weights]
     names = [w.path for w in classifier.weights]
     info = fine_tune_top(halves, TopData(acts, y), TopData(acts[:6], y[:6]), 3, FineTuneOptions(blocks=2, epochs=2, patience=5, learning_rate=1e-2, warmup_epochs=0.5, batch_size=4), seed=0)
     # patience > epochs and a high rate: both epochs run; whichever is best is restored
@@ -140,7 +140,7 @@ def _fine_tuned(tmp_path: Path):
 
 def test_top_trained_on_the_cache_equals_the_same_weights_end_to_end(tmp_path: Path) -> None:
     classifier, halves, acts, pixels, before, _, info = _fine_tuned(tmp_path)
-    changed = [not np.array_equal(b, np.array(w)) for b, w in zip(before, classifier.weights)]
+    changed = [not np.array_equal(b, w.numpy()) for b, w in zip(before, classifier.weights)]
     if info["best_epoch"] == 0:
         pytest.fail("no fine-tuned epoch was kept; the comparison would test the untrained model")
     assert any(changed)
@@ -157,7 +157,7 @@ def test_fine_tuning_changes_nothing_below_the_cut_and_no_batchnorm_statistic(tm
     backbone = classifier.get_layer(model_lib.BACKBONE_NAME)
     above = {w.path for layer in halves.top_backbone.layers for w in layer.weights}
     bn = {w.path for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization) for w in layer.weights}
-    after = {w.path: np.array(w) for w in classifier.weights}
+    after = {w.path: w.numpy() for w in classifier.weights}
     old = dict(zip(names, before))
     for name in names:
         if name in bn or name not in above and name.startswith(backbone.name):
