@@ -91,7 +91,7 @@ def make_bundle() -> Path:
     if not (bundle / "manifest.json").is_file():
         OUT.mkdir(parents=True, exist_ok=True)
         code = (
-            "import sys; sys.path.insert(0, 'tests/edge'); from pathlib import Path;"
+            "import sys; sys.path[:0] = ['tests/edge', 'tests']; from pathlib import Path;"
             "from edge_models import build_keras_model, convert, write_bundle;"
             f"write_bundle(Path({str(bundle)!r}), convert(build_keras_model(), 'uint8'))"
         )
