@@ -158,6 +158,7 @@ def soak(model: Path, labels: Path | None, frames: int, warmup: int, every: int,
         "fds_after_close": open_fds(),
         "threads_start": start.threads,
         "threads_end": end.threads,
+        "threads_growth": thread_growth(probe.samples),
         "seconds": round(seconds, 1),
         "fps": round(stats.frames / seconds, 1) if seconds else 0.0,
         "latency_p50_ms": round(stats.latency_p50_ms, 2),
@@ -166,6 +167,16 @@ def soak(model: Path, labels: Path | None, frames: int, warmup: int, every: int,
         "reason": stats.reason,
         "samples": [[s.frame, s.rss_mb, s.fds, s.threads] for s in probe.samples],
     }
+
+
+def thread_growth(samples: list[Sample]) -> int:
+    """Most threads in the second half of the samples minus most in the first half.
+
+    Maxima, not single samples: the video decoder's thread exists only between a reopen
+    and its first read, so a sample that lands on a loop boundary counts one fewer."""
+    half = max(1, len(samples) // 2)
+    first, second = samples[:half], samples[half:] or samples[-1:]
+    return max(s.threads for s in second) - max(s.threads for s in first)
 
 
 GOOGLE_MODEL = ROOT.parent / "shared" / "models" / "mobilenet_v2_1.0_224_quant.tflite"
@@ -217,6 +228,9 @@ def goals(runs: list[dict[str, Any]], max_growth_mb: float) -> list[dict[str, An
          "detail": f"largest growth {worst['rss_growth_mb']:+.2f} MB ({worst['model']})"},
         {"goal": "no open-descriptor growth", "met": fds_ok,
          "detail": "; ".join(f"{r['model']}: {r['fds_start']} -> {r['fds_end']} in the run, {r['fds_before']} -> {r['fds_after_close']} around it" for r in runs)},
+        {"goal": "no thread growth (most threads in the second half of the samples <= most in the first)",
+         "met": all(r["threads_growth"] <= 0 for r in runs),
+         "detail": "; ".join(f"{r['model']}: {r['threads_growth']:+d}" for r in runs)},
     ]
 
 
