@@ -88,9 +88,11 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         "float_test_accuracy": test.get("float_accuracy"),
         "int8_test_accuracy": test.get("tflite_accuracy"),
         "top1_agreement": test.get("top1_agreement"),
+        "test_images": int(test.get("images") or 0),
         "int8_size_kb": round(exported.model_path.stat().st_size / 1024, 1),
         "video_frames": stats.frames,
         "video_accuracy": round(correct / max(1, stats.frames), 4),
+        "video_correct": correct,
         "video_fps": round(stats.fps, 1),
         "latency_p50_ms": round(stats.latency_p50_ms, 2),
         "run_dir": str(Path(trained.run_dir).resolve()),
@@ -121,8 +123,13 @@ def shown_path(path: str | Path, cwd: Path | None = None) -> str:
 def summary_lines(summary: dict[str, Any], cwd: Path | None = None) -> list[str]:
     """The demo's closing lines, for people; paths relative to `cwd` (the current directory)."""
 
-    def pct(value: Any) -> str:
-        return "n/a" if value is None else f"{100 * float(value):.1f}%"
+    from trainer.stats import format_accuracy
+
+    n_test = summary.get("test_images")
+
+    def acc(value: Any, n: int | None) -> str:
+        """With its 95 % Wilson interval and n (a demo's test split is small)."""
+        return format_accuracy(None if value is None else float(value), n)
 
     weights = summary["weights"]
     backbone = f"ImageNet weights ({shown_path(weights, cwd) if weights.endswith('.h5') else weights})"
@@ -132,9 +139,10 @@ def summary_lines(summary: dict[str, Any], cwd: Path | None = None) -> list[str]
         "tledge demo summary",
         f"  backbone        {backbone}",
         f"  classes         {', '.join(summary['classes'])}",
-        f"  test accuracy   float {pct(summary['float_test_accuracy'])}   int8 {pct(summary['int8_test_accuracy'])}   top-1 agreement {pct(summary['top1_agreement'])}",
+        f"  test accuracy   float {acc(summary['float_test_accuracy'], n_test)}   int8 {acc(summary['int8_test_accuracy'], n_test)}",
+        f"  top-1 agreement {acc(summary['top1_agreement'], n_test)} (int8 vs float, test)",
         f"  int8 model      {summary['int8_size_kb']} KB, p50 latency {summary['latency_p50_ms']} ms",
-        f"  video           {summary['video_frames']} frames, {pct(summary['video_accuracy'])} correct, {summary['video_fps']} fps",
+        f"  video           {acc(summary['video_accuracy'], summary['video_frames'])} of frames correct, {summary['video_fps']} fps",
         f"  bundle          {shown_path(summary['bundle'], cwd)}",
         f"  training run    {shown_path(summary['run_dir'], cwd)}  ({summary['train_wall_s']} s)",
         f"  total           {summary['total_wall_s']} s",
