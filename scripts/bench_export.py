@@ -63,6 +63,7 @@ def bench_mode(run_dir: Path, mode: str, calibration_images: int, threads: int |
         "tflite_test_accuracy": test.get("tflite_accuracy"),
         "test_top1_agreement": test.get("top1_agreement"),
         "test_drop_points": test.get("drop_points"),
+        "val_images": val.get("images"),
         "float_val_accuracy": val.get("float_accuracy"),
         "tflite_val_accuracy": val.get("tflite_accuracy"),
         "val_test_drop_points": pooled["drop_points"],

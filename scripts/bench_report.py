@@ -253,14 +253,29 @@ def _pct(v: Any) -> str:
     return "" if v is None else f"{100 * v:.1f}%"
 
 
+def _acc(v: Any, n: Any) -> str:
+    """A proportion with its 95 % Wilson interval and n (bare when n was not recorded)."""
+    if v is None or not n:
+        return _pct(v)
+    import sys
+
+    if str(bc.ROOT) not in sys.path:  # run as scripts/bench_report.py
+        sys.path.insert(0, str(bc.ROOT))
+    from trainer.stats import format_accuracy
+
+    return format_accuracy(float(v), int(n))
+
+
 def render_export(d: dict[str, Any]) -> str:
     """bench_export.json: one row per quantization mode."""
     rows = d.get("rows", [])
     body = table(
         ["mode", "input", "size MB", "test acc (Keras)", "test acc (.tflite)", "drop, points", "top-1 agreement with Keras", "val acc (.tflite)", "mean invoke ms", "export s"],
-        [[r.get("mode"), r.get("io"), round(r.get("size_bytes", 0) / 1e6, 2), _pct(r.get("float_test_accuracy")), _pct(r.get("tflite_test_accuracy")),
+        [[r.get("mode"), r.get("io"), round(r.get("size_bytes", 0) / 1e6, 2), _acc(r.get("float_test_accuracy"), r.get("test_images")),
+          _acc(r.get("tflite_test_accuracy"), r.get("test_images")),
           None if r.get("float_test_accuracy") is None else round(100 * (r["float_test_accuracy"] - r["tflite_test_accuracy"]), 2),
-          _pct(r.get("test_top1_agreement")), _pct(r.get("tflite_val_accuracy")), r.get("mean_invoke_ms"), r.get("export_seconds")] for r in rows],
+          _acc(r.get("test_top1_agreement"), r.get("test_images")), _acc(r.get("tflite_val_accuracy"), r.get("val_images")), r.get("mean_invoke_ms"),
+          r.get("export_seconds")] for r in rows],
     )
     first = rows[0] if rows else {}
     int8 = next((r for r in rows if r.get("mode") == "int8"), first)
@@ -282,12 +297,12 @@ def export_goals(d: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "goal": "int8 within 1 point of float (test accuracy)", "met": drop <= 1.0,
-            "detail": f"Keras float {_pct(i8['float_test_accuracy'])}, int8 {_pct(i8['tflite_test_accuracy'])} ({drop:+.2f} points drop; "
+            "detail": f"Keras float {_acc(i8['float_test_accuracy'], i8.get('test_images'))}, int8 {_acc(i8['tflite_test_accuracy'], i8.get('test_images'))} ({drop:+.2f} points drop; "
                       f"negative = int8 better){versus}",
         },
         {
             "goal": "int8 top-1 agreement with the float model >= 98% (test)", "met": agreement is not None and agreement >= 0.98,
-            "detail": f"{_pct(agreement)} of {i8.get('test_images', '?')} test images get the same top-1 from the int8 file as from Keras",
+            "detail": f"{_acc(agreement, i8.get('test_images'))} of {i8.get('test_images', '?')} test images get the same top-1 from the int8 file as from Keras",
         },
     ]
 

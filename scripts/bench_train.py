@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DEFAULT_DATA = SHARED / "datasets" / "clothing-small"
 DEFAULT_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+sys.path.insert(0, str(ROOT))
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float, float]:
@@ -63,6 +64,7 @@ def run_tledge(data: Path, weights: Path, cache: Path, out: Path, subset: int | 
         raise SystemExit(f"tledge train failed:\n{proc.stderr[-4000:]}")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 1), "val_acc": summary["val_accuracy"], "test_acc": summary["test_accuracy"],
+            "val_n": (summary.get("val_interval") or {}).get("n"), "test_n": (summary.get("test_interval") or {}).get("n"),
             "head_epochs": summary["head_epochs"], "features": summary["features"]}
 
 
@@ -105,7 +107,8 @@ def recipe(data: Path, weights: Path, epochs: int, subset: int | None) -> dict:
         history = model.fit(train, validation_data=val, epochs=epochs, verbose=0)
         fit_s = time.perf_counter() - start
         test_acc = model.evaluate(test, verbose=0)[1] if test is not None else None
-    result = {"fit_s": round(fit_s, 2), "val_acc": round(float(history.history["val_accuracy"][-1]), 4), "test_acc": None if test_acc is None else round(float(test_acc), 4), "epochs": epochs}
+    result = {"fit_s": round(fit_s, 2), "val_acc": round(float(history.history["val_accuracy"][-1]), 4), "test_acc": None if test_acc is None else round(float(test_acc), 4),
+              "val_n": len(val.file_paths), "test_n": None if test is None else len(test.file_paths), "epochs": epochs}
     print(json.dumps(result), flush=True)
     return result
 
@@ -177,13 +180,20 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _acc(value: float | None, n: int | None) -> str:
+    """An accuracy with its 95 % Wilson interval and n; bare when n was not recorded."""
+    from trainer.stats import format_accuracy
+
+    return format_accuracy(value, n) if n else _pct(value)
+
+
 def write_output(rows: list[dict], command: str, date_utc: str | None = None, name: str = "bench_train") -> None:
     """scripts/out/bench_train.json: the rows, a summary, a Markdown table and the goal."""
     summary = next(r for r in rows if r.get("name") == "summary")
     table = ["| configuration | wall s | CPU s | val acc | test acc | head epochs | load avg |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if r.get("name") != "summary":
-            table.append(f"| {r['name']} | {r['wall_s']:.1f} | {r.get('cpu_s', 'n/a')} | {_pct(r['val_acc'])} | {_pct(r['test_acc'])} | {r.get('head_epochs', r.get('epochs', ''))} | {r.get('load_avg_1m', '')} |")
+            table.append(f"| {r['name']} | {r['wall_s']:.1f} | {r.get('cpu_s', 'n/a')} | {_acc(r['val_acc'], r.get('val_n'))} | {_acc(r['test_acc'], r.get('test_n'))} | {r.get('head_epochs', r.get('epochs', ''))} | {r.get('load_avg_1m', '')} |")
     goals = []
     summary.setdefault("recipe_epochs", next((r.get("epochs") for r in rows if str(r.get("name", "")).startswith("original recipe")), None))
     if "recipe_wall_s" in summary:

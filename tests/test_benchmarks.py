@@ -143,3 +143,15 @@ def test_committed_notes_and_goals_parse_and_name_known_sections() -> None:
     goals = bench_report.load_goals()
     assert goals and {g["section"] for g in goals} <= set(bench_report.TITLES)
     assert all(g["stated"] and isinstance(g["changes"], list) for g in goals)
+
+
+def test_export_section_gives_accuracies_with_wilson_intervals() -> None:
+    row = {"mode": "int8", "io": "uint8", "size_bytes": 2_740_000, "test_images": 372, "val_images": 341, "float_test_accuracy": 323 / 372,
+           "tflite_test_accuracy": 327 / 372, "test_top1_agreement": 367 / 372, "tflite_val_accuracy": 302 / 341, "calibration_images": 64}
+    text = bench_report.render_export({"rows": [row]})
+    # 323/372 -> 86.8 % (83.0-89.9 %); the same n on every test column, val with its own
+    assert "| 86.8 % (83.0-89.9 %, n=372) | 87.9 % " in text and "n=341)" in text
+    goals = bench_report.export_goals({"rows": [row]})
+    assert "98.7 % (96.9-99.4 %, n=372) of 372 test images" in goals[1]["detail"]
+    bare = bench_report.render_export({"rows": [{**row, "test_images": None, "val_images": None}]})
+    assert "| 86.8% |" in bare  # a result file without n stays as it was
