@@ -292,7 +292,7 @@ def export_goals(d: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"goal": "int8 within 1 point of float (test accuracy)", "met": None, "detail": "no int8 row with test accuracies"}]
     drop = 100 * (i8["float_test_accuracy"] - i8["tflite_test_accuracy"])
     f32 = rows.get("float32", {})
-    versus = f", float32 .tflite {_pct(f32.get('tflite_test_accuracy'))}" if f32 else ""
+    versus = f", float32 .tflite {_acc(f32.get('tflite_test_accuracy'), f32.get('test_images'))}" if f32 else ""
     agreement = i8.get("test_top1_agreement")
     return [
         {
