@@ -7,7 +7,7 @@ Endpoints (each behind the guard: Host allow-list, Sec-Fetch-Site, failure limit
     GET /stream.mjpg      MJPEG (multipart/x-mixed-replace): frames with the prediction drawn on
     GET /api/latest       the latest `FrameResult.to_dict()` as JSON (503 before the first frame)
     GET /api/events       server-sent events: one `data:` JSON line per published frame
-    GET /api/model        the model's name, labels and input size
+    GET /api/model        the model's name, labels and input size; `update`: the last hot update
 
 The token is accepted as `Authorization: Bearer TOKEN` (scripts) or as the session
 cookie. A request carrying `?token=` gets the cookie and a redirect to the same URL
@@ -111,6 +111,7 @@ class LiveApp:
     guard: ConnectionGuard
     web: Any = field(default_factory=import_web)
     labelling: Any = None  # a serve.labelling.LabelDesk: the labelling panel's endpoints
+    update: dict[str, Any] | None = None  # the last hot update (`run --watch`): swapped or rejected, shown by the page
 
     def __post_init__(self) -> None:
         opts = self.options
@@ -240,7 +241,7 @@ class LiveApp:
         return self.web.Response(body=self.assets[name], headers={"Content-Type": ASSETS[name]})
 
     async def api_model(self, request: "web.Request") -> "web.Response":
-        return self.web.json_response(self.model)
+        return self.web.json_response({**self.model, "update": self.update})
 
     async def api_latest(self, request: "web.Request") -> "web.Response":
         result = self.bridge.snapshot().result

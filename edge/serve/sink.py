@@ -8,11 +8,13 @@ import logging
 import ssl
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge.bundle import ModelInfo
+from edge.bundle import ModelInfo, load_model_info
 from edge.errors import ServeError
 from edge.results import FrameResult
 from edge.serve.app import LiveApp, import_web, load_assets, model_summary, wrap_request_factory
@@ -128,6 +130,31 @@ class LiveViewSink:
         app = self._app
         self._bridge.put(frame_rgb, result, watching=app is not None and app.slots.streams > 0)
 
+    def on_event(self, event: dict[str, Any]) -> None:
+        """Pipeline events (inference thread): a hot update (`run --watch`) changes what
+        /api/model reports, so the page shows the new model, or why an update was refused.
+        The new bundle's summary is read on the server thread, never in the camera loop."""
+        if event.get("event") != "model_update":
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._apply_update(dict(event)), loop)
+        except RuntimeError:
+            pass  # the server is stopping
+
+    async def _apply_update(self, event: dict[str, Any]) -> None:
+        update = model_update_summary(event)
+        if event.get("status") == "swapped" and event.get("bundle"):
+            try:
+                info = await asyncio.get_running_loop().run_in_executor(None, load_model_info, event["bundle"])
+                self._model = model_summary(info)
+            except Exception as exc:  # noqa: BLE001 - the stream goes on with the old summary
+                log.warning("live view: cannot read the new model's summary (%s)", exc)
+        if self._app is not None:
+            self._app.model, self._app.update = self._model, update
+
     def close(self) -> None:
         """Stop serving: viewers are disconnected, the port is released."""
         loop, stop = self._loop, self._stop
@@ -190,6 +217,23 @@ class LiveViewSink:
         if self._handler_factory is None:  # a connection before set-up finished: refuse it
             return _Refuse()
         return self._guard.factory(self._handler_factory)()
+
+
+def model_update_summary(event: dict[str, Any]) -> dict[str, Any]:
+    """What the page shows of a `model_update` event: status, model, the bundle's folder
+    name (not the device's path), the error of a refused bundle, and when (UTC)."""
+    bundle = event.get("bundle")
+    error = event.get("error")
+    if bundle and error:  # paths in the message start at the bundle's folder
+        error = str(error).replace(str(Path(str(bundle)).parent) + "/", "")
+    return {
+        "status": event.get("status"),
+        "model": event.get("model"),
+        "bundle": Path(str(bundle)).name if bundle else None,
+        "error": error,
+        "schema_changed": bool(event.get("schema_changed")),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 class _Refuse(asyncio.Protocol):

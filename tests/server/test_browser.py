@@ -103,6 +103,15 @@ def test_live_view_in_a_real_browser(colour_info, colour_video, tmp_path: Path) 
             assert page.evaluate("fetch('api/model').then(r => r.status)") == 200  # the cookie opens the API too
             assert TOKEN not in page.content()
 
+            # A refused hot update (run --watch) is said on the page, in its next look at /api/model.
+            assert page.is_hidden("#model-update")
+            sink.on_event({"event": "model_update", "status": "rejected", "bundle": "/srv/models/v9", "model": "colours@1234",
+                           "error": "/srv/models/v9/model.tflite does not match its manifest"})
+            page.wait_for_selector("#model-update:not([hidden])", timeout=10_000)
+            assert page.inner_text("#model-update") == (
+                "update refused (v9): v9/model.tflite does not match its manifest - still running colours@1234")
+            assert page.get_attribute("#model-update", "data-status") == "rejected"
+
             screenshot = tmp_path / "live_view.png"
             page.screenshot(path=str(screenshot))
             assert screenshot.stat().st_size > 10_000

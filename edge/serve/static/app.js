@@ -28,6 +28,30 @@
     $("label-count").textContent = "(" + model.labels.length + ")";
   }
 
+  // Hot updates (run --watch): the model in use, or why a new bundle was refused.
+  let modelKey = null;  // name + labels last shown
+  let lastModelTag;  // the `model` field of the results, set only by hot updates
+
+  function showUpdate(update) {
+    const el = $("model-update");
+    if (!update) { el.hidden = true; return; }
+    el.hidden = false;
+    el.dataset.status = update.status;
+    el.textContent = update.status === "rejected"
+      ? "update refused (" + update.bundle + "): " + update.error + " - still running " + update.model
+      : "updated to " + update.model + (update.schema_changed ? " (labels or input changed)" : "") + " at " + update.at;
+  }
+
+  function refreshModel() {
+    return fetch("api/model", { credentials: "same-origin" })
+      .then((response) => (response.ok ? response.json() : Promise.reject(new Error(response.status))))
+      .then((model) => {
+        const key = JSON.stringify([model.name, model.labels]);
+        if (key !== modelKey) { modelKey = key; showModel(model); }
+        showUpdate(model.update);
+      });
+  }
+
   function percent(score) {
     return (100 * score).toFixed(1) + "%";
   }
@@ -65,6 +89,10 @@
     $("dropped").textContent = String(result.dropped);
     for (const [label, li] of labelItems) {
       li.classList.toggle("current", label === result.label);
+    }
+    if (result.model !== undefined && result.model !== lastModelTag) {
+      if (lastModelTag !== undefined) refreshModel().catch(() => {});
+      lastModelTag = result.model;
     }
   }
 
@@ -170,10 +198,8 @@
       .catch(() => setTimeout(pollUncertain, 5000));
   }
 
-  fetch("api/model")
-    .then((response) => (response.ok ? response.json() : Promise.reject(new Error(response.status))))
-    .then(showModel)
-    .catch(() => setStatus("lost", "cannot read the model"));
+  refreshModel().catch(() => setStatus("lost", "cannot read the model"));
+  setInterval(() => refreshModel().catch(() => {}), 5000);  // a refused update changes no result: look now and then
   startStream();
   startEvents();
   pollUncertain();
