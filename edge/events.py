@@ -70,7 +70,7 @@ class Event:
     seq: int  # 0, 1, 2 ... per run: order and gaps are checkable downstream
     run_id: str
     device: str
-    reason: str  # "changed" or, for the last end, why the run stopped
+    reason: str  # "changed" or, for the last end, why the run stopped (edge.pipeline.StopReason's value)
     decided_at: float = field(default_factory=time.time)  # when the tracker emitted it
 
     @property
@@ -194,6 +194,7 @@ class EventsSink:
         self.flush_timeout_s = flush_timeout_s
         self.summaries: dict[str, dict[str, Any]] = {}
         self._last: tuple[int, float] = (0, time.time())
+        self._stop_reason = "stopped"  # until the pipeline says why it ended
 
     def emit(self, frame_rgb: np.ndarray, result: FrameResult) -> None:
         label = result.label or UNKNOWN_LABEL
@@ -208,8 +209,13 @@ class EventsSink:
             except Exception as exc:  # an output bug must not stop the camera
                 log.warning("%s could not take event %s: %s", output.name, event.id, exc)
 
+    def on_stop(self, reason: str) -> None:
+        """The pipeline's stop reason (e.g. "end_of_input", "max_frames", "interrupted"):
+        the last end event carries it."""
+        self._stop_reason = str(getattr(reason, "value", reason))
+
     def close(self) -> None:
-        for event in self.tracker.finish(*self._last):
+        for event in self.tracker.finish(*self._last, reason=self._stop_reason):
             self._publish(event)
         deadline = time.monotonic() + self.flush_timeout_s
         for output in self.outputs:

@@ -10,7 +10,8 @@ A video file is read as a file: every frame is processed, in order, unless
 A live source that fails is reopened with exponential backoff (said on stderr through
 the "tledge.edge" logger); the end of a file stops the run, or starts it again with
 `loop=True`. `stop()` (wired to SIGINT / SIGTERM by `stop_on_signals`) ends it cleanly;
-`run()` returns the `RunStats` for the final stats line.
+`run()` returns the `RunStats` for the final stats line. Sinks with an
+`on_stop(reason)` method learn why the run ended (a `StopReason`) before they are closed.
 
 `swap(classifier)` (thread-safe; `edge/watch.py` calls it) replaces the model between two
 frames; a frame the capture thread prepared for the old model is prepared again.
@@ -27,6 +28,7 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -38,7 +40,7 @@ from edge.sinks import Sink, StopPipeline
 from edge.sources import Source
 from edge.stats import percentile
 
-__all__ = ["FrameResult", "Pipeline", "PipelineOptions", "ReconnectPolicy", "RunStats", "stop_on_signals"]
+__all__ = ["FrameResult", "Pipeline", "PipelineOptions", "ReconnectPolicy", "RunStats", "StopReason", "stop_on_signals"]
 
 log = logging.getLogger("tledge.edge")
 
@@ -51,6 +53,18 @@ class FrameClassifier(Protocol):
     def invoke(self, tensor: np.ndarray) -> np.ndarray: ...
 
     def postprocess(self, scores: np.ndarray, top_k: int = 5) -> tuple[tuple[int, str, float], ...]: ...
+
+
+class StopReason(str, Enum):
+    """Why a run ended, as a stable code (the stats line says it in words)."""
+
+    END_OF_INPUT = "end_of_input"  # a video file or image folder was read to its end
+    MAX_FRAMES = "max_frames"
+    INTERRUPTED = "interrupted"  # SIGINT (Ctrl-C) or SIGTERM, through stop_on_signals
+    SOURCE_FAILED = "source_failed"  # could not be read or reopened
+    SINK = "sink"  # a sink asked to stop (window closed, output pipe closed)
+    ERROR = "error"  # an exception ended the loop
+    STOPPED = "stopped"  # stop() called by the program (a supervisor, a test)
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,8 @@ class RunStats:
     elapsed_s: float
     latency_p50_ms: float
     latency_p90_ms: float
-    reason: str  # why the run ended
+    reason: str  # why the run ended, in words
+    stop_reason: StopReason = StopReason.STOPPED  # the same, as a code
 
     @property
     def fps(self) -> float:
@@ -192,6 +207,7 @@ class Pipeline:
         self.captured = 0
         self._stop = threading.Event()
         self._reason = ""
+        self._reason_code = StopReason.STOPPED
         self._capture_done = threading.Event()
         self._capture_error: BaseException | None = None
         self._slot = FrameSlot(keep_all=not (source.is_live or self.options.realtime))
@@ -249,16 +265,20 @@ class Pipeline:
                 try:
                     hook(event)
                 except StopPipeline as exc:
-                    self.stop(str(exc) or "stopped by a sink")
+                    self.stop(str(exc) or "stopped by a sink", StopReason.SINK)
                 except Exception as exc:  # an event must never stop the stream
                     log.warning("%s could not take an event: %s", type(sink).__name__, exc)
 
     # -- control ------------------------------------------------------------------
-    def stop(self, reason: str = "stopped") -> None:
+    def stop(self, reason: str = "stopped", code: StopReason = StopReason.STOPPED) -> None:
         """Ask the run to end after the current frame (thread- and signal-safe)."""
         if not self._stop.is_set():
-            self._reason = reason
+            self._set_reason(reason, code)
             self._stop.set()
+
+    def _set_reason(self, reason: str, code: StopReason) -> None:
+        if not self._reason:  # the first reason wins: what ended the run, not its aftermath
+            self._reason, self._reason_code = reason, code
 
     @property
     def stopping(self) -> bool:
@@ -275,19 +295,19 @@ class Pipeline:
                         raise SourceError(f"{self.source.name} returned no frame")
                 except SourceError as exc:
                     if not self.source.is_live or not self._reconnect(exc):
-                        self._finish(f"source failed: {exc}")
+                        self._finish(f"source failed: {exc}", StopReason.SOURCE_FAILED)
                         return
                     segment, start, read_in_segment = segment + 1, time.monotonic(), 0
                     continue
                 if frame_rgb is None:
                     if not self.options.loop or read_in_segment == 0:
-                        self._finish("end of input")
+                        self._finish("end of input", StopReason.END_OF_INPUT)
                         return
                     self.source.close()
                     try:
                         self.source.open()
                     except SourceError as exc:  # e.g. the file was deleted while playing
-                        self._finish(f"source failed: {exc}")
+                        self._finish(f"source failed: {exc}", StopReason.SOURCE_FAILED)
                         return
                     segment, start, read_in_segment = segment + 1, time.monotonic(), 0
                     continue
@@ -298,7 +318,7 @@ class Pipeline:
                 self.captured += 1
         except BaseException as exc:  # surfaced by run() in the main thread
             self._capture_error = exc
-            self._finish("capture error")
+            self._finish("capture error", StopReason.ERROR)
         finally:
             self._capture_done.set()
 
@@ -341,9 +361,8 @@ class Pipeline:
         log.error("giving up on %s after %d reconnect attempts", self.source.name, self.options.reconnect.max_attempts)
         return False
 
-    def _finish(self, reason: str) -> None:
-        if not self._reason:
-            self._reason = reason
+    def _finish(self, reason: str, code: StopReason) -> None:
+        self._set_reason(reason, code)
         self._capture_done.set()
 
     # -- inference loop -----------------------------------------------------------
@@ -360,6 +379,12 @@ class Pipeline:
         try:
             thread.start()
             frames = self._loop(latencies)
+        except KeyboardInterrupt:
+            self._set_reason("interrupted", StopReason.INTERRUPTED)
+            raise
+        except BaseException as exc:
+            self._set_reason(f"error: {type(exc).__name__}", StopReason.ERROR)
+            raise
         finally:
             self._stop.set()
             self._slot.close()
@@ -376,6 +401,7 @@ class Pipeline:
             latency_p50_ms=percentile(latencies, 50),
             latency_p90_ms=percentile(latencies, 90),
             reason=self._reason or "stopped",
+            stop_reason=self._reason_code,
         )
 
     def _loop(self, latencies: deque[float]) -> int:
@@ -400,9 +426,9 @@ class Pipeline:
                 for sink in self.sinks:
                     sink.emit(item.frame_rgb, result)
             except StopPipeline as exc:
-                self.stop(str(exc) or "stopped by a sink")
+                self.stop(str(exc) or "stopped by a sink", StopReason.SINK)
             if opts.max_frames is not None and frames >= opts.max_frames:
-                self.stop(f"{frames} frames")
+                self.stop(f"{frames} frames", StopReason.MAX_FRAMES)
         return frames
 
     def _classify(self, item: _Captured, history: deque[np.ndarray], ticks: deque[float], latencies: deque[float]) -> FrameResult:
@@ -429,6 +455,16 @@ class Pipeline:
             log.warning("%s did not stop within 5 s; leaving it to the OS", self.source.name)
         else:
             self.source.close()
+        if self._capture_error is not None:
+            self._set_reason("capture error", StopReason.ERROR)
+        for sink in self.sinks:
+            hook = getattr(sink, "on_stop", None)
+            if hook is None:
+                continue
+            try:
+                hook(self._reason_code)
+            except Exception as exc:
+                log.warning("%s could not take the stop reason: %s", type(sink).__name__, exc)
         for sink in self.sinks:
             try:
                 sink.close()
@@ -449,7 +485,7 @@ def stop_on_signals(pipeline: Pipeline, signums: Sequence[int] = (signal.SIGINT,
     previous = {signum: signal.getsignal(signum) for signum in signums}
 
     def handler(signum: int, frame: object) -> None:
-        pipeline.stop(signal.Signals(signum).name)
+        pipeline.stop(signal.Signals(signum).name, StopReason.INTERRUPTED)
         signal.signal(signum, previous[signum])
 
     for signum in signums:

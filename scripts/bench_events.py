@@ -10,18 +10,26 @@ camera loop (issue 14).
    second; a receiver process (a paho subscriber and an aiohttp webhook server) stamps
    each arrival. latency = arrival time - the event's `decided_at` (both time.time() on
    this machine). p50 / p99 in ms, per output.
-2. Camera-loop fps. The real `edge.pipeline.Pipeline` runs a tiny int8 colour model over
-   a generated video whose colour changes every `--segment` frames (so events fire all
-   the time), unpaced (as fast as the loop can go), with no sinks and with all event
-   outputs on (MQTT + webhook + `--exec true` + hold 3). fps is the loop's steady state
-   (first to last frame, stamped by a probe sink), so neither start-up nor the bounded
-   flush at exit counts; CPU ms per frame over the same frames (all threads of the
-   process) shows the cost independently of the machine's other load. Rounds alternate
-   the two configurations; medians and their ratio are reported (goal: within 3 %), for
-   each `--segment` (how often the scene changes, so how many events there are).
+2. Camera-loop fps. The real `edge.pipeline.Pipeline` runs with no sinks and with all
+   event outputs on (MQTT + webhook + `--exec true`, decisions -> events with a hold),
+   rounds alternating the two; fps is the loop's steady state (first to last frame,
+   stamped by a probe sink), so neither start-up nor the bounded flush at exit counts;
+   CPU ms per frame over the same frames (all threads of the process, plus the --exec
+   children apart) shows the cost independently of the machine's other load. Medians,
+   their ratio (goal: within 3 %) and the events fired per run are reported per case:
 
-The model (the test suite's hand-weighted colour classifier, converted with TensorFlow
-in a child process) and the video are made once under scripts/out/events/.
+   - tiny_unpaced_segN: the test suite's 32x32 int8 colour model over a generated colour
+     video (colour changes every N frames), as fast as the loop goes (~1 ms a frame): a
+     stress case, where one event's cost is large next to one frame's.
+   - real_unpaced: Google's quantized MobileNetV2 1.0 224 (ImageNet, ../shared/models)
+     over a video alternating two real photos (../shared/images, 320x240, sensor-like
+     noise) every `--real-segment` frames, `--threshold 0.3`; as fast as the loop goes.
+     Skipped, with the reason, when ../shared is absent.
+   - tiny_paced_30fps: the colour model with the source paced as a 30 fps camera
+     (`realtime`: frames arrive at the file's 30 fps and drop when the loop is late).
+
+The colour model (converted with TensorFlow in a child process) and the videos are made
+once under scripts/out/events/.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,13 +127,54 @@ def make_video(frames: int, segment: int) -> Path:
     return path
 
 
+PHOTOS = ("coffee.png", "rocket.jpg")  # ImageNet top-1 "espresso" and "missile", both >= 0.5
+
+
+def make_photo_video(frames: int, segment: int, photos_dir: Path) -> Path:
+    """Real photos, 320x240, alternating every `segment` frames, with fresh noise on each
+    frame (sigma 6 grey levels) so no two frames are alike, like a camera's sensor."""
+    import cv2
+    import numpy as np
+
+    path = OUT / f"photos_{frames}_{segment}.avi"
+    if not path.is_file():
+        OUT.mkdir(parents=True, exist_ok=True)
+        images = []
+        for name in PHOTOS:
+            bgr = cv2.imread(str(photos_dir / name))
+            images.append(cv2.resize(bgr, (320, 240), interpolation=cv2.INTER_AREA).astype(np.float64))
+        rng = np.random.default_rng(0)
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 240))
+        for i in range(frames):
+            base = images[(i // segment) % len(images)]
+            writer.write(np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8))
+        writer.release()
+    return path
+
+
+@dataclass(frozen=True)
+class LoopCase:
+    """One camera-loop configuration, measured with and without the sinks."""
+
+    key: str
+    describe: str
+    model: Path
+    video: Path
+    frames: int
+    segment: int  # frames between scene changes
+    labels: Path | None = None  # for a bare .tflite
+    thresholds: tuple[str, ...] = ()  # --threshold values
+    realtime: bool = False  # pace the file as a camera at its own fps
+    hold: int = 3  # frames
+
+
 # -- measurements ----------------------------------------------------------------------------
-def outputs_config(port: int, webhook_port: int, device: str, queue: Path, with_exec: bool) -> Any:
+def outputs_config(port: int, webhook_port: int, device: str, queue: Path, with_exec: bool, hold: int = 3) -> Any:
     from edge.outputs.setup import OutputsConfig
 
     return OutputsConfig(
         device=device, mqtt_url=f"mqtt://127.0.0.1:{port}/bench", webhook_url=f"http://127.0.0.1:{webhook_port}/hook",
-        exec_command="true" if with_exec else None, queue_dir=queue, hold=3, flush_timeout_s=30.0,
+        exec_command="true" if with_exec else None, queue_dir=queue, hold=hold, flush_timeout_s=30.0,
     )
 
 
@@ -165,57 +215,66 @@ class Probe:
         pass
 
 
-def run_loop(bundle: Path, video: Path, sink: Any) -> dict[str, Any]:
+def run_loop(case: LoopCase, sink: Any) -> dict[str, Any]:
     from edge.bundle import load_model_info
     from edge.classifier import Classifier
     from edge.decision import DecisionPolicy
     from edge.pipeline import Pipeline, PipelineOptions
     from edge.sources import VideoFileSource
 
-    info = load_model_info(bundle)
+    info = load_model_info(case.model, case.labels)
     clf = Classifier(info, threads=1)
-    options = PipelineOptions(decision=DecisionPolicy.for_model(clf.labels, info.manifest))
+    options = PipelineOptions(decision=DecisionPolicy.for_model(clf.labels, info.manifest, case.thresholds), realtime=case.realtime)
     probe = Probe()
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    stats = Pipeline(clf, VideoFileSource(video), [probe] + ([sink] if sink is not None else []), options).run()
+    stats = Pipeline(clf, VideoFileSource(case.video), [probe] + ([sink] if sink is not None else []), options).run()
     kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     # CPU time is what the sinks cost whatever else the machine runs: this process (all
     # its threads, the outputs' workers included) and the --exec children it waited for.
     kids = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
     span, cpu = probe.wall[-1] - probe.wall[0], probe.cpu[-1] - probe.cpu[0]
     steady = len(probe.wall) - 1
-    return {"frames": stats.frames, "fps": round(steady / span, 2), "cpu_ms_per_frame": round(cpu * 1000.0 / steady, 4),
+    return {"frames": stats.frames, "dropped": stats.dropped, "fps": round(steady / span, 2), "cpu_ms_per_frame": round(cpu * 1000.0 / steady, 4),
             "children_cpu_ms_per_frame": round(kids * 1000.0 / steady, 4),
             "run_s_including_start_and_flush": round(stats.elapsed_s, 4)}
 
 
-def compare_loops(bundle: Path, video: Path, rounds_n: int, port: int, webhook_port: int, work: Path, segment: int) -> dict[str, list[dict[str, Any]]]:
-    """Alternate no sinks / all outputs, `rounds_n` times each, on one video."""
+def compare_loops(case: LoopCase, rounds_n: int, port: int, webhook_port: int, work: Path) -> dict[str, list[dict[str, Any]]]:
+    """Alternate no sinks / all outputs, `rounds_n` times each, on one case."""
     import bench_common as bc
     from edge.outputs.setup import build_events_sink
 
     rounds: dict[str, list[dict[str, Any]]] = {"none": [], "all": []}
-    run_loop(bundle, video, None)  # warm-up: file cache, interpreter
+    run_loop(case, None)  # warm-up: file cache, interpreter
     for r in range(rounds_n):
         order = ("none", "all") if r % 2 == 0 else ("all", "none")
         for config in order:
             sink = None
             if config == "all":
-                sink = build_events_sink(outputs_config(port, webhook_port, f"fps{segment}x{r}", work / f"q-{segment}-{r}", with_exec=True))
-            row = run_loop(bundle, video, sink)
+                sink = build_events_sink(outputs_config(port, webhook_port, f"{case.key}-{r}".replace("_", "-"), work / f"q-{case.key}-{r}",
+                                                        with_exec=True, hold=case.hold))
+            row = run_loop(case, sink)
             if sink is not None:
                 row["outputs"] = {k: {x: y for x, y in v.items() if x not in ("line", "queue_dir")} for k, v in sink.summaries.items()}
+                row["events_fired"] = row["outputs"]["mqtt"]["submitted"]
             row["load_avg_1m"] = round(os.getloadavg()[0], 2)
             rounds[config].append(row)
-            bc.log(f"segment {segment} round {r} {config}: {row['fps']} fps, {row['cpu_ms_per_frame']} CPU ms/frame")
+            bc.log(f"{case.key} round {r} {config}: {row['fps']} fps, {row['cpu_ms_per_frame']} CPU ms/frame, "
+                   f"{row.get('events_fired', '-')} events, {row['dropped']} dropped")
     return rounds
 
 
-def summarise(rounds: dict[str, list[dict[str, Any]]], frames: int, segment: int, arrivals: dict[str, Any]) -> dict[str, Any]:
+def summarise(case: LoopCase, rounds: dict[str, list[dict[str, Any]]], arrivals: dict[str, Any]) -> dict[str, Any]:
     none, all_ = rounds["none"], rounds["all"]
     med = statistics.median
+    device = f"{case.key}-".replace("_", "-")
     return {
-        "video": f"{frames} frames 320x240 MJPG, colour changes every {segment} frames",
+        "describe": case.describe,
+        "model": str(case.model.name),
+        "video": f"{case.frames} frames 320x240 MJPG at 30 fps, scene changes every {case.segment} frames"
+                 + (", paced at 30 fps (realtime)" if case.realtime else ", unpaced"),
+        "thresholds": list(case.thresholds),
+        "hold": case.hold,
         "rounds": rounds,
         "median_fps_no_sinks": med(r["fps"] for r in none),
         "median_fps_all_sinks": med(r["fps"] for r in all_),
@@ -224,7 +283,10 @@ def summarise(rounds: dict[str, list[dict[str, Any]]], frames: int, segment: int
         "median_cpu_ms_per_frame_all_sinks": med(r["cpu_ms_per_frame"] for r in all_),
         "ratio_cpu_per_frame_all_over_none": round(med(r["cpu_ms_per_frame"] for r in all_) / med(r["cpu_ms_per_frame"] for r in none), 4),
         "median_exec_children_cpu_ms_per_frame": med(r["children_cpu_ms_per_frame"] for r in all_),
-        "events_received_by_broker": len([a for a in arrivals["mqtt"] if a["device"].startswith(f"fps{segment}x")]),
+        "median_dropped_no_sinks": med(r["dropped"] for r in none),
+        "median_dropped_all_sinks": med(r["dropped"] for r in all_),
+        "events_fired_per_run": [r["events_fired"] for r in all_],
+        "events_received_by_broker": len([a for a in arrivals["mqtt"] if a["device"].startswith(device)]),
     }
 
 
@@ -247,7 +309,14 @@ def main() -> None:
     parser.add_argument("--segment", type=int, nargs="+", default=[300, 30],
                         help="frames per colour (events every this many frames); one fps comparison per value")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="100 events, 600 frames, 3 rounds")
+    parser.add_argument("--real-frames", type=int, default=600, help="frames of the photo video for the real-size model")
+    parser.add_argument("--real-segment", type=int, default=60, help="frames per photo")
+    parser.add_argument("--real-rounds", type=int, default=5)
+    parser.add_argument("--paced-frames", type=int, default=300, help="frames of the 30 fps paced case (300 = 10 s)")
+    parser.add_argument("--paced-segment", type=int, default=30)
+    parser.add_argument("--paced-rounds", type=int, default=5)
+    parser.add_argument("--cases", nargs="+", default=["tiny", "real", "paced"], choices=("tiny", "real", "paced"))
+    parser.add_argument("--quick", action="store_true", help="100 events, 600 tiny / 240 real / 150 paced frames, 3 rounds")
     parser.add_argument("--output", help="also write the JSON result here")
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--webhook-port", type=int, default=0, help=argparse.SUPPRESS)
@@ -259,12 +328,30 @@ def main() -> None:
         return
     if args.quick:
         args.latency_events, args.frames, args.rounds = 100, 600, 3
+        args.real_frames, args.real_rounds, args.paced_frames, args.paced_rounds = 240, 3, 150, 3
 
     import bench_common as bc
     from mosquitto_local import LocalBroker, free_port
 
     header = bc.stamp()
     bundle = make_bundle()
+    cases: list[LoopCase] = []
+    skipped: dict[str, str] = {}
+    if "tiny" in args.cases:
+        cases += [LoopCase(f"tiny_unpaced_seg{seg}", "32x32 int8 colour model, unpaced (stress: ~1 ms a frame)", bundle,
+                           make_video(args.frames, seg), args.frames, seg) for seg in args.segment]
+    if "real" in args.cases:
+        if bc.GOOGLE_MODEL.is_file() and bc.GOOGLE_LABELS.is_file() and all((bc.SHARED / "images" / n).is_file() for n in PHOTOS):
+            cases.append(LoopCase("real_unpaced", "Google MobileNetV2 1.0 224 uint8 (ImageNet), two real photos alternating, unpaced",
+                                  bc.GOOGLE_MODEL, make_photo_video(args.real_frames, args.real_segment, bc.SHARED / "images"),
+                                  args.real_frames, args.real_segment, labels=bc.GOOGLE_LABELS, thresholds=("0.3",)))
+        else:
+            skipped["real_unpaced"] = f"{bc.GOOGLE_MODEL} or the photos {PHOTOS} under {bc.SHARED / 'images'} are absent (../shared)"
+    if "paced" in args.cases:
+        seg = args.paced_segment
+        cases.append(LoopCase("tiny_paced_30fps", "32x32 int8 colour model, source paced as a 30 fps camera", bundle,
+                              make_video(args.paced_frames, seg), args.paced_frames, seg, realtime=True))
+    rounds_of = {"real_unpaced": args.real_rounds, "tiny_paced_30fps": args.paced_rounds}
     work = Path(tempfile.mkdtemp(prefix="tledge-bench-events-"))
     webhook_port = free_port()
     with LocalBroker() as broker:
@@ -276,8 +363,7 @@ def main() -> None:
             time.sleep(0.05)
         bc.log(f"latency: {args.latency_events} events at {args.event_rate:g}/s")
         latency_run = measure_latency(broker.port, webhook_port, args.latency_events, args.event_rate, work / "q-latency")
-        loops = {segment: compare_loops(bundle, make_video(args.frames, segment), args.rounds, broker.port, webhook_port, work, segment)
-                 for segment in args.segment}
+        loops = {case.key: compare_loops(case, rounds_of.get(case.key, args.rounds), broker.port, webhook_port, work) for case in cases}
         time.sleep(1.0)
         receiver.send_signal(signal.SIGTERM)
         receiver.wait(30)
@@ -292,13 +378,14 @@ def main() -> None:
     result = {
         **header,
         "machine_load_avg_1m_after": round(os.getloadavg()[0], 2),
-        "parameters": {k: v for k, v in vars(args).items() if k in ("latency_events", "event_rate", "frames", "segment", "rounds")},
+        "parameters": {k: v for k, v in vars(args).items() if k not in ("role", "port", "webhook_port", "ready", "result", "output")},
         "latency_decision_to_receipt": latency,
         "latency_run": latency_run,
         "camera_loop": {
-            "model": "colour classifier 32x32 int8 (uint8 io), 1 interpreter thread",
-            "outputs_on": "MQTT (QoS 1, fsynced disk queue) + webhook (fsynced disk queue) + --exec true, --hold 3",
-            "per_segment": {str(k): summarise(v, args.frames, k, arrivals) for k, v in loops.items()},
+            "interpreter_threads": 1,
+            "outputs_on": "MQTT (QoS 1, fsynced disk queue) + webhook (fsynced disk queue, kept-alive connection) + --exec true, --hold 3",
+            "cases": {case.key: summarise(case, loops[case.key], arrivals) for case in cases},
+            "skipped": skipped,
         },
     }
     text = json.dumps(result, indent=2, default=str)

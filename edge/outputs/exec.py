@@ -119,6 +119,8 @@ class ExecOutput:
             self._running[event.label] = process
             self.started += 1
         waiter = threading.Thread(target=self._wait, args=(process, event), name="tledge-exec-wait", daemon=True)
+        # Only live waiters are kept: a device runs for weeks, one command per event.
+        self._waiters = [w for w in self._waiters if w.is_alive()]
         self._waiters.append(waiter)
         waiter.start()
 

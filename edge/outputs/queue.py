@@ -8,7 +8,9 @@ was accepted: the next run with the same folder delivers it first. The bound
 (`max_items`, `max_bytes`) protects the device's storage while a broker is away for
 days: records beyond it are refused and counted in `overflowed` (the oldest are kept,
 so what is delivered stays in order), never dropped silently. A write that fails (disk
-full, folder removed) is counted in `write_failed` and logged.
+full, folder removed) is counted in `write_failed` and logged. A record is written to
+`.NNN.json.tmp` and renamed; temp files a crash left behind never became records and are
+deleted when the queue opens (counted in `removed_partial`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class DiskQueue:
         self.overflowed = 0
         self.write_failed = 0
         self._lock_file = self._open_locked()
+        self.removed_partial = self._remove_partial()  # only once the lock says no other run writes here
         self._seqs: list[int] = []
         self._sizes: dict[int, int] = {}
         for path in sorted(self.directory.glob("*" + _SUFFIX)):
@@ -75,6 +78,19 @@ class DiskQueue:
             handle.close()
             raise EventOutputError(f"The event queue folder {self.directory} is not writable ({exc.strerror or exc}); pass another --queue-dir") from None
         return handle
+
+    def _remove_partial(self) -> int:
+        """Delete the temp files of writes a crash interrupted (never renamed: not records)."""
+        removed = 0
+        for path in self.directory.glob(".*" + _SUFFIX + ".tmp"):
+            try:
+                path.unlink()
+                removed += 1
+            except OSError as exc:
+                log.warning("event queue %s: cannot remove the partial write %s (%s)", self.directory, path.name, exc.strerror or exc)
+        if removed:
+            log.info("event queue %s: removed %d partial write(s) left by an interrupted run", self.directory, removed)
+        return removed
 
     def __len__(self) -> int:
         return len(self._seqs)

@@ -46,7 +46,7 @@ def test_one_run_feeds_json_events_mqtt_webhook_and_exec_alike(colour_bundle, co
         labels = [(e["event"], e["label"]) for e in events]
         # The video: 8 frames each of red, green, blue, gray -> 4 starts and 4 ends.
         assert [l for k, l in labels if k == "start"] == ["red", "green", "blue", "gray"] and len(events) == 8
-        assert events[0]["start_index"] == 0 and events[-1]["reason"] == "stopped"
+        assert events[0]["start_index"] == 0 and events[-1]["reason"] == "end_of_input"
         mqtt = sub.wait_for("home/door/event", len(events))
         assert unique_in_order(mqtt) == [e["seq"] for e in events]
         assert [json.loads(body)["id"] for _, body in server.wait_for(len(events))] == [e["id"] for e in events]
@@ -114,6 +114,8 @@ def test_ctrl_c_with_the_broker_down_flushes_within_the_bound_and_the_next_run_d
     assert time.monotonic() - started < 15  # flush bound 1 s + shutdown, not a hang
     assert proc.returncode in (0, 130), err
     assert "still queued in" in err and "Traceback" not in err
+    rest = [json.loads(line) for line in out.splitlines()]
+    assert rest and rest[-1]["event"] == "end" and rest[-1]["reason"] == "interrupted"  # Ctrl-C, said in the last event
     queued = sorted(queue.joinpath("mqtt").glob("*.json"))
     assert len(queued) >= len(seen)
     # The broker comes back: the next run delivers the queued events first, in order.

@@ -69,6 +69,27 @@ def test_webhook_400_is_rejected_and_counted_not_retried(server, tmp_path: Path)
     assert summary["rejected"] == 1 and summary["delivered"] == len(events) - 1 and "rejected" in summary["line"]
 
 
+def test_webhook_keeps_one_connection_and_reopens_one_the_server_closed(tmp_path: Path) -> None:
+    srv = WebhookServer(keepalive_timeout=0.3)
+    try:
+        out = WebhookOutput(WebhookOptions(srv.url), DiskQueue(tmp_path / "q"), Backoff(0.05, 0.2))
+        out.start()
+        events = _events("bwbw")
+        for event in events[:3]:
+            out.submit(event)
+        srv.wait_for(3)
+        assert len(set(srv.peers)) == 1 and out.connections == 1  # three posts, one connection
+        time.sleep(1.0)  # the server closes the idle connection; the client learns it on the next post
+        for event in events[3:]:
+            out.submit(event)
+        got = srv.wait_for(len(events))
+        summary = out.close(time.monotonic() + 5)
+    finally:
+        srv.close()
+    assert [json.loads(body)["seq"] for _, body in got] == [e.seq for e in events]
+    assert out.connections == 2 and summary["retries"] == 0 and summary["delivered"] == len(events)
+
+
 def test_webhook_down_keeps_events_for_the_next_run(tmp_path: Path) -> None:
     from broker import free_port
 

@@ -12,10 +12,14 @@ from broker import free_port
 
 class WebhookServer:
     """POST /hook: records (headers, body); `script` is a queue of answers: an int status
-    or ("sleep", seconds) before a 200. Empty script: 200."""
+    or ("sleep", seconds) before a 200. Empty script: 200. `peers` lists each request's
+    client (host, port): one port for many requests means one kept-alive connection.
+    `keepalive_timeout` (s): how long the server keeps an idle connection open."""
 
-    def __init__(self) -> None:
+    def __init__(self, keepalive_timeout: float = 75.0) -> None:
         self.port = free_port()
+        self.keepalive_timeout = keepalive_timeout
+        self.peers: list[tuple[str, int]] = []
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.attempts = 0
         self.script: deque = deque()
@@ -36,6 +40,7 @@ class WebhookServer:
         async def hook(request: web.Request) -> web.Response:
             body = await request.read()
             self.attempts += 1
+            self.peers.append(request.transport.get_extra_info("peername")[:2])
             answer = self.script.popleft() if self.script else 200
             if isinstance(answer, tuple):
                 await asyncio.sleep(answer[1])
@@ -47,7 +52,7 @@ class WebhookServer:
         async def main() -> None:
             app = web.Application()
             app.router.add_post("/hook", hook)
-            self._runner = web.AppRunner(app)
+            self._runner = web.AppRunner(app, keepalive_timeout=self.keepalive_timeout)
             await self._runner.setup()
             await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
             self._ready.set()
