@@ -10,7 +10,7 @@ same operators, weights and quantization parameters), and `trainer.export.signat
 adds the serving signature that path would have written.
 
 int8 first corrects the mean shift of int8 weight rounding (`trainer.export.bias_correction`)
-on a copy of the model, measured on the calibration images; it raises int8's top-1
+in the model for the conversion only, measured on the calibration images; it raises int8's top-1
 agreement with the float model (scripts/bench_export.py, BENCHMARKS.md section 2).
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -145,16 +146,24 @@ def convert(
 ) -> bytes:
     """Convert a Keras 3 image classifier (raw pixel input) to .tflite bytes.
 
-    With `bias_correction` (int8 only) the converter sees a copy of `model` whose
-    BatchNorms cancel the mean shift of int8 weight rounding; `model` is not modified.
+    With `bias_correction` (int8 only) the converter sees `model` with BatchNorms that
+    cancel the mean shift of int8 weight rounding; `model`'s weights are as they were
+    when this returns (or raises).
     """
     from trainer.deps import require_tensorflow
 
     tf = require_tensorflow("tledge export")
-    if mode is QuantizationMode.INT8 and bias_correction and representative is not None:
-        from trainer.export.bias_correction import bias_corrected
+    with ExitStack() as stack:
+        if mode is QuantizationMode.INT8 and bias_correction and representative is not None:
+            from trainer.export.bias_correction import bias_corrected_in_place
 
-        model, _ = bias_corrected(model, _batches(representative))
+            # the converter reads the corrected weights; the block puts the originals back
+            stack.enter_context(bias_corrected_in_place(model, _batches(representative)))
+        raw = _convert(tf, model, mode, io_type, representative)
+    return with_serving_signature(raw)
+
+
+def _convert(tf: Any, model: Any, mode: QuantizationMode, io_type: IOType, representative: Any) -> bytes:
     converter = _converter(tf, model)
     _configure(converter, tf, mode, io_type, representative)
     try:
@@ -162,7 +171,7 @@ def convert(
             # "Statistics for quantized inputs were expected": only for the legacy
             # quantized_input_stats path; post-training calibration sets them.
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-            raw = bytes(converter.convert())
+            return bytes(converter.convert())
     except ExportError:
         raise
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
@@ -171,7 +180,6 @@ def convert(
             f"TFLite conversion ({mode.value}) failed: {lines[-1]}. "
             "Try another --mode, or check that the model uses only standard Keras layers"
         ) from None
-    return with_serving_signature(raw)
 
 
 def _converter(tf: Any, model: Any) -> Any:
