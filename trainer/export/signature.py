@@ -12,8 +12,6 @@ the I/O tensors named as that path names them.
 
 from __future__ import annotations
 
-import flatbuffers
-
 from trainer.export.schema import TFLITE_IDENTIFIER, tflite_schema
 
 SIGNATURE_KEY = "serving_default"
@@ -29,6 +27,8 @@ def with_serving_signature(model_bytes: bytes) -> bytes:
 
     A file that already has a signature is returned unchanged.
     """
+    import flatbuffers  # comes with the interpreter package, as in trainer.export.metadata
+
     schema = tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     if model.signatureDefs:
