@@ -3,7 +3,8 @@
     runs/<name>-<YYYYmmdd-HHMMSS>/
         model.keras         the float classifier (raw pixels in, softmax out)
         labels.txt          one class name per line, in output order
-        run.json            name, labels, image_size, resize, backbone, options, seed, data_dir
+        run.json            name, labels, image_size, resize, backbone, options, seed, data_dir,
+                            feature_cache (where the val/test features are cached, if on disk)
         splits.json         {"format": 2, "data_root": ABS, "train"|"val"|"test": [[path, class], ...]}
         data_report.json    what the scan found and skipped
         metrics.json        val/test metrics, head, fine-tune, features, timings
@@ -187,6 +188,10 @@ class RunRecord:
     metrics: dict[str, Any]
     history: Sequence[dict[str, Any]]
     summary: dict[str, Any]  # summary.json less run_dir and wall_s, which the writer adds
+    #: where the feature pass cached the clean-view features the saved model's backbone
+    #: computes ({"root": cache folder, "key": feature-cache key}); None when they are
+    #: not on disk or not the saved backbone's (memory cache, fine-tuning)
+    feature_cache: dict[str, str] | None = None
 
 
 def run_name(name: str | None, data_dir: str | os.PathLike[str]) -> str:
@@ -251,6 +256,8 @@ def _write_files(folder: Path, final: Path, record: RunRecord, save_model: Calla
         "created_utc": record.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "seed": record.seed,
     }
+    if record.feature_cache:
+        run["feature_cache"] = record.feature_cache  # the export's float side reads these
     write_json(folder / RUN_NAME, run)
     write_json(folder / SPLITS_NAME, splits_json(record))
     write_json(folder / "data_report.json", record.data_report)

@@ -64,6 +64,9 @@ class TrainResult:
     #: from (the clean view); None after a kept fine-tuning stage changed the backbone.
     #: `tledge train --export` verifies the float side from these (trainer.export.float_side).
     verification_features: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    #: the Keras classifier saved in the run folder, still in memory (`tledge train --export`
+    #: converts it without reading model.keras back)
+    model: Any = field(default=None, repr=False, compare=False)
 
     @property
     def val_accuracy(self) -> float | None:
@@ -164,11 +167,25 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResul
     metrics["distribute"] = {"strategy": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync)}
     timings["before_write_s"] = time.perf_counter() - start
     metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    record = run_record(options, dataset, plan, backbone.weights, metrics, history, reporter)
+    record = run_record(options, dataset, plan, backbone.weights, metrics, history, reporter, _feature_cache(options, backbone.digest))
     run_dir, summary = write_run(options.out_dir, record, classifier.save, start)
     kept_fine_tune = bool((metrics.get("fine_tune") or {}).get("kept"))
     vectors = None if kept_fine_tune else _clean_features(dataset, features, ("val", "test"))
-    return TrainResult(run_dir, dataset.labels, metrics, summary, float(summary["wall_s"]), backbone.weights, tuple(reporter.warnings), vectors)
+    return TrainResult(run_dir, dataset.labels, metrics, summary, float(summary["wall_s"]), backbone.weights, tuple(reporter.warnings), vectors, classifier)
+
+
+def _feature_cache(options: TrainOptions, digest: str) -> dict[str, str] | None:
+    """Where the feature pass cached the features of the saved model's backbone, for
+    run.json (`tledge export` answers the float side from them); None when they are not
+    on disk or a fine-tuning stage may change the backbone."""
+    from trainer.config import CacheMode, default_cache_dir
+    from trainer.features.cache import model_key
+
+    if options.runtime.cache is not CacheMode.DISK or options.hyper.fine_tune.enabled:
+        return None
+    m = options.model
+    root = (options.runtime.cache_dir or default_cache_dir()).expanduser().resolve()
+    return {"root": str(root), "key": model_key(m.backbone.value, m.alpha, m.image_size, m.resize.value, digest)}
 
 
 def _clean_features(dataset: Dataset, features: dict[tuple[str, str], np.ndarray], splits: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -212,7 +229,8 @@ def _final_metrics(dataset: Dataset, split: str, head: Any, rows: FeatureRows, c
 
 
 def run_record(
-    options: TrainOptions, dataset: Dataset, plan: EvalPlan, weights: str, metrics: dict[str, Any], history: list[dict[str, Any]], reporter: Reporter
+    options: TrainOptions, dataset: Dataset, plan: EvalPlan, weights: str, metrics: dict[str, Any], history: list[dict[str, Any]], reporter: Reporter,
+    feature_cache: dict[str, str] | None = None,
 ) -> RunRecord:
     """What the run folder holds besides the model (see `trainer.run_dir`)."""
     name = run_name(options.name, options.data.data_dir)
@@ -245,5 +263,5 @@ def run_record(
         name=name, labels=dataset.labels, image_size=options.model.image_size, resize=options.model.resize, backbone=backbone,
         options=options.to_json(), seed=options.seed, created=datetime.now(timezone.utc), version=__version__, data_root=dataset.root,
         splits={s: [(x.path, x.label) for x in dataset.splits[s]] for s in ("train", "val", "test")},
-        data_report=report, metrics=metrics, history=tuple(history), summary=summary,
+        data_report=report, metrics=metrics, history=tuple(history), summary=summary, feature_cache=feature_cache,
     )

@@ -143,3 +143,38 @@ def test_int8_export_corrects_by_default_and_can_be_switched_off(export_once, tr
     assert corrected.model_path.read_bytes() != plain.model_path.read_bytes()
     assert abs(corrected.report["model_size_bytes"] - plain.report["model_size_bytes"]) < 512
     assert export_once("float32").report.get("bias_correction") is False
+
+
+def test_in_place_correction_converts_like_the_copy_and_puts_the_weights_back():
+    """The exporter corrects the model itself for the conversion (no copy): the file is
+    the corrected copy's, to the byte of every weight and quantization parameter, and the
+    model's weights afterwards are the ones it had, also when the conversion fails."""
+    from trainer.export import convert as convert_lib
+    from trainer.export.bias_correction import bias_corrected_in_place
+    from trainer.export.options import IOType, QuantizationMode
+    from trainer.export.schema import tflite_schema
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(120, 256, size=(12, SIZE, SIZE, 3)).astype(np.uint8)
+    model = _tiny_model(4)
+    before = [w.copy() for w in model.get_weights()]
+    representative = convert_lib.representative_images(pixels)
+    in_place = convert_lib.convert(model, QuantizationMode.INT8, IOType.UINT8, representative, bias_correction=True)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    copy, count = bias_corrected(model, convert_lib._batches(representative))
+    assert count == 3
+    via_copy = convert_lib.convert(copy, QuantizationMode.INT8, IOType.UINT8, representative, bias_correction=False)
+
+    def weights_and_scales(data):
+        m = tflite_schema().ModelT.InitFromPackedBuf(bytearray(data), 0)
+        graph = m.subgraphs[0]
+        return [(tuple(t.shape), None if m.buffers[t.buffer].data is None else bytes(np.asarray(m.buffers[t.buffer].data)),
+                 None if t.quantization is None or t.quantization.scale is None else tuple(np.asarray(t.quantization.scale))) for t in graph.tensors]
+
+    assert weights_and_scales(in_place) == weights_and_scales(via_copy)
+    with pytest.raises(RuntimeError, match="mid-conversion"):
+        with bias_corrected_in_place(model, convert_lib._batches(representative)) as corrected:
+            assert corrected == 3
+            assert not all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+            raise RuntimeError("mid-conversion")
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))

@@ -141,3 +141,78 @@ def test_bundle_files_agree(export_once, key):
 
     assert manifest["selftest"]["inputs"] == 8 and sorted(load_selftest(info).classes.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert verify_classifier(Classifier(info, threads=2), info).passed
+
+
+@pytest.mark.parametrize("key", ("int8", "float16"))
+def test_file_has_the_serving_signature_the_compiled_api_runs_by(export_once, key):
+    """The converter runs without its SavedModel round trip, which writes no signature;
+    the exporter adds the one that path wrote, and LiteRT's CompiledModel runs by it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge.runtime import CompiledModelRunner
+
+    data = export_once(key).model_path.read_bytes()
+    signatures = Interpreter(model_content=data).get_signature_list()
+    assert signatures == {"serving_default": {"inputs": ["image"], "outputs": ["output_0"]}}
+    summary = summary_of(export_once(key))
+    assert (summary.inputs[0].name, summary.outputs[0].name) == ("serving_default_image:0", "StatefulPartitionedCall:0")
+    dtype = np.uint8 if key == "int8" else np.float32
+    out = CompiledModelRunner(data, threads=1).run(np.full((1, 48, 48, 3), 100, dtype))
+    assert out.shape == (1, 4)
+
+
+def test_direct_conversion_gives_the_savedmodel_paths_graph():
+    """Skipping the converter's SavedModel round trip changes no operator, weight or
+    quantization parameter of an int8 file (only the I/O names and the signature, which
+    `with_serving_signature` puts back)."""
+    import keras
+
+    from trainer.export import convert as convert_lib
+    from trainer.export.options import IOType, QuantizationMode
+    from trainer.export.schema import tflite_schema
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((24, 24, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    images = np.random.default_rng(0).integers(0, 256, (8, 24, 24, 3)).astype(np.uint8)
+    files = {}
+    for lowered in (True, False):
+        def converter(tf, m, lowered=lowered, make=convert_lib._converter):
+            made = make(tf, m)
+            made.experimental_lower_to_saved_model = lowered
+            return made
+
+        original = convert_lib._converter
+        convert_lib._converter = converter
+        try:
+            files[lowered] = convert_lib.convert(model, QuantizationMode.INT8, IOType.UINT8, convert_lib.representative_images(images), False)
+        finally:
+            convert_lib._converter = original
+    schema = tflite_schema()
+    a, b = (schema.ModelT.InitFromPackedBuf(bytearray(files[k]), 0) for k in (True, False))
+
+    def described(model):
+        graph = model.subgraphs[0]
+        rows = []
+        for op in graph.operators:
+            tensors = []
+            for index in [*op.inputs, *op.outputs]:
+                if index < 0:
+                    continue
+                t = graph.tensors[index]
+                q = t.quantization
+                data = model.buffers[t.buffer].data
+                tensors.append((tuple(t.shape), t.type, None if data is None else bytes(np.asarray(data)),
+                                None if q is None or q.scale is None else (tuple(np.asarray(q.scale)), tuple(np.asarray(q.zeroPoint)))))
+            rows.append((model.operatorCodes[op.opcodeIndex].builtinCode, tuple(tensors)))
+        return rows
+
+    assert described(a) == described(b) and len(described(a)) >= 5
+    sig = lambda m: [(s.signatureKey, [(t.name, t.tensorIndex) for t in s.inputs], [(t.name, t.tensorIndex) for t in s.outputs]) for s in m.signatureDefs]
+    assert sig(a) == sig(b)

@@ -111,3 +111,33 @@ def test_export_flags_without_export_are_a_usage_error(synthetic_dataset, tmp_pa
     result = CliRunner().invoke(app, ["train", str(synthetic_dataset), "--out", str(tmp_path), "--quantize"])
     assert result.exit_code == 2
     assert "--export" in result.output and not (tmp_path).joinpath("runs").exists()
+
+
+def test_standalone_export_verifies_from_the_runs_cached_features(synthetic_dataset, tmp_path, monkeypatch):
+    """run.json names the disk feature cache; `tledge export` answers the float side
+    from it (the run's own val accuracy), and from Keras once the cache is gone."""
+    import shutil
+
+    from edge.cli import app
+
+    monkeypatch.setenv("TLEDGE_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", str(synthetic_dataset), "--out", str(tmp_path / "runs"), "--alpha", "0.35", "--image-size", "48",
+                                  "--weights", "none", "--epochs", "2", "--engine", "keras", "--json"])
+    assert trained.exit_code == 0, trained.output
+    run = json.loads(trained.stdout.strip().splitlines()[-1])
+    run_dir = Path(run["run_dir"])
+    where = json.loads((run_dir / "run.json").read_text())["feature_cache"]
+    assert Path(where["root"]) == (tmp_path / "cache").resolve() and (tmp_path / "cache" / "features" / where["key"]).is_dir()
+
+    def export(out: str) -> dict:
+        result = runner.invoke(app, ["export", str(run_dir), "--quantize", "--calibration-images", "40", "--out", str(tmp_path / out),
+                                     "--accept-drop", "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    cached = export("bundle-a")
+    assert cached["float_side"] == "features+head"
+    assert cached["splits"]["val"]["float_accuracy"] == pytest.approx(run["val_accuracy"])
+    shutil.rmtree(tmp_path / "cache" / "features")
+    assert export("bundle-b")["float_side"] == "keras"

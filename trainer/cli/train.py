@@ -195,7 +195,7 @@ def _export_run(result: Any, options: Any, json_out: bool, quiet: bool) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CalibrationWarning)  # shown through `log` instead
-            exported = run_export(result.run_dir, options, log=log, float_features=result.verification_features)
+            exported = run_export(result.run_dir, options, log=log, float_features=result.verification_features, model=result.model)
     except VerificationFailed as failure:
         if json_out:
             typer.echo(json.dumps({"run": result.summary, "export": {**failure.report, "bundle": None}}, ensure_ascii=False))

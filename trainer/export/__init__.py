@@ -8,6 +8,7 @@ One job per module:
 - ``exporter``: `export()`, the orchestration above, and the checks of the produced file;
 - ``convert``: Keras -> .tflite per quantization mode, calibration sampling;
 - ``bias_correction``: int8 weight-rounding mean shift, cancelled before conversion;
+- ``signature``: the serving signature, written into the directly converted file;
 - ``schema``: the one source of the TFLite flatbuffer schema bindings;
 - ``tflite_inspect``: what a .tflite really holds (ops, tensor types, I/O);
 - ``metadata``: the standard TFLite metadata, labels and tledge.json embedded in the file;

@@ -15,13 +15,15 @@ conv; scaling an output channel by the BatchNorm's factor scales its int8 scale 
 so rounding the unfolded kernel gives the same dW (up to that factor, which the
 BatchNorm applies to the mean as well).
 
-The corrected copy is only what the converter sees; the float model that the export
-is verified against stays untouched.
+The corrected model is only what the converter sees; the float model that the export
+is verified against is untouched (`bias_corrected` corrects a copy) or put back as it was
+once the converter has read it (`bias_corrected_in_place`, what the exporter uses).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +111,28 @@ def _input_means(model: Any, owner: Any, convs: list[Any], images: Iterable[np.n
     return [total / max(count, 1) for total in sums]
 
 
+def _shift_means(model: Any, images: Iterable[np.ndarray], undo: list[tuple[Any, list[np.ndarray]]]) -> int:
+    """Add each pair's rounding shift to its BatchNorm's moving mean, in `model`; every
+    BatchNorm's weights before the change go to `undo` first. Returns the pairs changed."""
+    found = find_conv_norms(model)
+    owners = {id(owner): owner for owner, _ in found}
+    if len(owners) != 1:
+        return 0  # none, or spread over several nested models: leave it to the converter
+    owner = next(iter(owners.values()))
+    if owner is not model and owner not in model.layers:
+        return 0
+    pairs = [pair for _, pair in found]
+    means = _input_means(model, owner, [pair.conv for pair in pairs], images)
+    for pair, mean in zip(pairs, means):
+        kernel = pair.conv.get_weights()[0]
+        shift = output_shift(kernel, type(pair.conv).__name__ == "DepthwiseConv2D", mean)
+        weights = pair.norm.get_weights()  # [gamma], [beta], moving_mean, moving_variance
+        undo.append((pair.norm, [w.copy() for w in weights]))
+        weights[-2] = (weights[-2] + shift).astype(weights[-2].dtype)
+        pair.norm.set_weights(weights)
+    return len(pairs)
+
+
 def bias_corrected(model: Any, images: Iterable[np.ndarray]) -> tuple[Any, int]:
     """A copy of `model` whose BatchNorms cancel the mean shift of int8 weight rounding.
 
@@ -120,19 +144,21 @@ def bias_corrected(model: Any, images: Iterable[np.ndarray]) -> tuple[Any, int]:
     keras = require_keras("tledge export")
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    found = find_conv_norms(copy)
-    owners = {id(owner): owner for owner, _ in found}
-    if len(owners) != 1:
-        return copy, 0  # none, or spread over several nested models: leave it to the converter
-    owner = next(iter(owners.values()))
-    if owner is not copy and owner not in copy.layers:
-        return copy, 0
-    pairs = [pair for _, pair in found]
-    means = _input_means(copy, owner, [pair.conv for pair in pairs], images)
-    for pair, mean in zip(pairs, means):
-        kernel = pair.conv.get_weights()[0]
-        shift = output_shift(kernel, type(pair.conv).__name__ == "DepthwiseConv2D", mean)
-        weights = pair.norm.get_weights()  # [gamma], [beta], moving_mean, moving_variance
-        weights[-2] = (weights[-2] + shift).astype(weights[-2].dtype)
-        pair.norm.set_weights(weights)
-    return copy, len(pairs)
+    return copy, _shift_means(copy, images, [])
+
+
+@contextmanager
+def bias_corrected_in_place(model: Any, images: Iterable[np.ndarray]) -> Iterator[int]:
+    """`model` itself corrected as `bias_corrected` corrects a copy, for the duration of
+    the block, and its BatchNorm weights put back on leaving (an error included).
+    Yields how many conv layers were corrected.
+
+    The exporter converts inside the block: copying a model (rebuilding every layer and
+    copying every weight) costs more than the correction itself.
+    """
+    undo: list[tuple[Any, list[np.ndarray]]] = []
+    try:
+        yield _shift_means(model, images, undo)
+    finally:
+        for norm, weights in reversed(undo):
+            norm.set_weights(weights)

@@ -3,11 +3,14 @@
 The converter is given a concrete function of the model with a fixed input signature
 (1, H, W, 3) float32 raw pixels, so the file has a static batch of 1, the shape every
 device feeds. (Before, the model went through a SavedModel written with ``model.export``
-and read back; the concrete function gives the same graph without that round trip,
-which was about a fifth of an int8 export's time.)
+and read back; the concrete function gives the same graph without that round trip.)
+The converter itself would still lower a concrete function to a SavedModel in a
+temporary folder and read it back; that is switched off (the frozen function gives the
+same operators, weights and quantization parameters), and `trainer.export.signature`
+adds the serving signature that path would have written.
 
 int8 first corrects the mean shift of int8 weight rounding (`trainer.export.bias_correction`)
-on a copy of the model, measured on the calibration images; it raises int8's top-1
+in the model for the conversion only, measured on the calibration images; it raises int8's top-1
 agreement with the float model (scripts/bench_export.py, BENCHMARKS.md section 2).
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,7 @@ from edge.images import load_rgb
 from edge.preprocess import ResizePolicy, resize_rgb
 from trainer.errors import ExportError
 from trainer.export.options import IOType, QuantizationMode
+from trainer.export.signature import with_serving_signature
 from trainer.quiet import native_stderr_hidden
 
 Sample = tuple[str, int]  # (image path, class index)
@@ -141,16 +146,24 @@ def convert(
 ) -> bytes:
     """Convert a Keras 3 image classifier (raw pixel input) to .tflite bytes.
 
-    With `bias_correction` (int8 only) the converter sees a copy of `model` whose
-    BatchNorms cancel the mean shift of int8 weight rounding; `model` is not modified.
+    With `bias_correction` (int8 only) the converter sees `model` with BatchNorms that
+    cancel the mean shift of int8 weight rounding; `model`'s weights are as they were
+    when this returns (or raises).
     """
     from trainer.deps import require_tensorflow
 
     tf = require_tensorflow("tledge export")
-    if mode is QuantizationMode.INT8 and bias_correction and representative is not None:
-        from trainer.export.bias_correction import bias_corrected
+    with ExitStack() as stack:
+        if mode is QuantizationMode.INT8 and bias_correction and representative is not None:
+            from trainer.export.bias_correction import bias_corrected_in_place
 
-        model, _ = bias_corrected(model, _batches(representative))
+            # the converter reads the corrected weights; the block puts the originals back
+            stack.enter_context(bias_corrected_in_place(model, _batches(representative)))
+        raw = _convert(tf, model, mode, io_type, representative)
+    return with_serving_signature(raw)
+
+
+def _convert(tf: Any, model: Any, mode: QuantizationMode, io_type: IOType, representative: Any) -> bytes:
     converter = _converter(tf, model)
     _configure(converter, tf, mode, io_type, representative)
     try:
@@ -184,4 +197,8 @@ def _converter(tf: Any, model: Any) -> Any:
             function = tf.function(lambda image: model(image, training=False), input_signature=signature).get_concrete_function()
     except (ValueError, TypeError) as exc:
         raise ExportError(f"The Keras model cannot be traced for conversion: {exc}") from None
-    return tf.lite.TFLiteConverter.from_concrete_functions([function], _Variables())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], _Variables())
+    # Convert the frozen function directly, not through a SavedModel written to a
+    # temporary folder and loaded back (the same graph, without that fixed cost).
+    converter.experimental_lower_to_saved_model = False
+    return converter

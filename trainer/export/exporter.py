@@ -20,7 +20,7 @@ from trainer.errors import ExportError
 from trainer.export.bundle_writer import BundleStaging, check_target
 from trainer.export.convert import convert, representative_images, stratified_sample
 from trainer.export.decoding import BackgroundDecoder
-from trainer.export.float_side import head_float_top
+from trainer.export.float_side import cached_features, head_float_top
 from trainer.export.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
 from trainer.export.selftest_writer import write_selftest
 from trainer.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, IOType, QuantizationMode
@@ -52,12 +52,14 @@ class ExportResult:
     manifest: dict[str, Any]
 
 
-def _load_keras(run: RunFolder) -> Any:
+def _load_keras(run: RunFolder, loaded: Any | None = None) -> Any:
+    """The run's Keras model: `loaded` when the caller has it in memory, else read from
+    the run folder; either way checked against run.json."""
     from trainer.deps import require_keras
 
     keras = require_keras("tledge export")
     try:
-        model = keras.models.load_model(run.model_path, compile=False)
+        model = loaded if loaded is not None else keras.models.load_model(run.model_path, compile=False)
     except (ValueError, OSError, TypeError) as exc:
         raise ExportError(f"Cannot load {run.model_path}: {exc}. Re-train with this tledge version") from None
     shape_in, shape_out = tuple(model.input_shape), tuple(model.output_shape)
@@ -128,14 +130,17 @@ def _calibration_paths(run: RunFolder, options: ExportOptions, notes: list[str],
 
 def export(
     run_dir: str | os.PathLike[str], options: ExportOptions = ExportOptions(), log: Log | None = None,
-    float_features: Mapping[str, np.ndarray] | None = None,
+    float_features: Mapping[str, np.ndarray] | None = None, model: Any | None = None,
 ) -> ExportResult:
     """Convert, verify and write the bundle of the run at `run_dir`. See the module docstring.
 
     `float_features` (image path -> pooled backbone features, as `tledge train` computed
-    them) lets the float side of verification answer from the features and the head
+    them; by default read from the feature cache that run.json names) lets the float
+    side of verification answer from the features and the head
     (`trainer.export.float_side`) when it covers every val/test image; otherwise the
-    Keras model is run on the images. Raises `ExportError` (or its subclass
+    Keras model is run on the images. `model` is the run's Keras classifier when the
+    caller still holds it (`tledge train --export`: the very model it saved), which
+    spares reading model.keras back. Raises `ExportError` (or its subclass
     `VerificationFailed`, carrying the report) with a remedy; nothing is left at the
     target folder in that case.
     """
@@ -156,10 +161,12 @@ def export(
         decoder.submit("calibration", calibration_paths, "Calibration")
         for name, items in verify_splits.items():
             decoder.submit(name, [path for path, _ in items], "Verification")
-        model = _load_keras(run)
+        model = _load_keras(run, model)
         representative = representative_images(decoder.images("calibration")) if calibration_paths else None
         log(f"converting to {options.quantization.value}" + (f" with {len(calibration_paths)} calibration images" if calibration_paths else ""))
         raw = convert(model, options.quantization, options.io_type, representative, options.bias_correction)
+        if float_features is None:  # tledge export: the training run's features, if cached on disk
+            float_features = cached_features(run.run, verify_splits)
         float_top = head_float_top(model, float_features, verify_splits) if float_features else None
         return _finish(run, options, model, raw, target, notes, len(calibration_paths), verify_splits, decoder.images, float_top, log)
 

@@ -7,11 +7,19 @@ or with Keras itself), and the classifier's head is one dense softmax layer on t
 the float model's top-1 answer is argmax(features . W + b): no image goes through the
 float backbone again. Valid only while the backbone is the one that computed the
 features, i.e. not after a kept fine-tuning stage.
+
+`tledge export` of a run folder gets the same features from the disk feature cache that
+run.json names (`feature_cache`: written only when the features are the saved
+backbone's), looked up by each file's content digest as the feature pass stored them; a
+file that changed or a cache that was cleared gives a miss, and any miss means the Keras
+model answers instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,3 +45,31 @@ def head_float_top(model: Any, vectors: Mapping[str, np.ndarray], splits: Mappin
         return (x @ kernel + bias).argmax(axis=1).astype(np.int64)  # softmax keeps the argmax
 
     return top
+
+
+def cached_features(run: Mapping[str, Any], splits: Mapping[str, Sequence[tuple[str, int]]]) -> dict[str, np.ndarray] | None:
+    """Image path -> the training run's cached clean-view features, for every image in
+    `splits`, from the cache run.json (`run`) names; None when it names none or any image
+    misses (unreadable, changed since training, cache cleared)."""
+    from trainer.config import CacheMode
+    from trainer.features.cache import FeatureCache
+    from trainer.features.views import CLEAN_VIEW
+
+    where = run.get("feature_cache")
+    if not isinstance(where, dict) or not isinstance(where.get("root"), str) or not isinstance(where.get("key"), str):
+        return None
+    cache = FeatureCache(CacheMode.DISK, Path(where["root"]), where["key"])
+    if not cache.folder.is_dir():
+        return None
+    out: dict[str, np.ndarray] = {}
+    for items in splits.values():
+        for path, _ in items:
+            try:
+                digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()  # the scan's digest of the file
+            except OSError:
+                return None
+            vector = cache.get(digest, CLEAN_VIEW)
+            if vector is None:
+                return None
+            out[str(path)] = vector
+    return out

@@ -55,6 +55,9 @@ def convert_to_tflite(features_model: Any, size: int) -> bytes:
     fn = tf.function(lambda x: features_model(x, training=False), input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
     with native_stderr_hidden():  # tracing and the converter print from C++
         converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], _Holder(features_model))
+        # The frozen function directly, not a SavedModel round trip through a temporary
+        # folder: the same graph, and the interpreter here needs no signature.
+        converter.experimental_lower_to_saved_model = False
         return converter.convert()
 
 
