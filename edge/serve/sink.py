@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import ssl
 import sys
@@ -148,7 +149,9 @@ class LiveViewSink:
         update = model_update_summary(event)
         if event.get("status") == "swapped" and event.get("bundle"):
             try:
-                info = await asyncio.get_running_loop().run_in_executor(None, load_model_info, event["bundle"])
+                # the watcher verified this bundle's checksums before swapping: read, do not hash again
+                read = functools.partial(load_model_info, event["bundle"], verify_sha256=False)
+                info = await asyncio.get_running_loop().run_in_executor(None, read)
                 self._model = model_summary(info)
             except Exception as exc:  # noqa: BLE001 - the stream goes on with the old summary
                 log.warning("live view: cannot read the new model's summary (%s)", exc)
