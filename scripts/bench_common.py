@@ -191,6 +191,20 @@ def median(values: Sequence[float]) -> float:
     return percentile(values, 50)
 
 
+def percent(value: float | None, missing: str = "") -> str:
+    """A proportion as "93.4%", or `missing` when there is none."""
+    return missing if value is None else f"{100 * value:.1f}%"
+
+
+def accuracy(value: float | None, n: int | None, missing: str = "") -> str:
+    """An accuracy with its 95 % Wilson interval and n; bare when n was not recorded."""
+    if value is None or not n:
+        return percent(value, missing)
+    from trainer.stats import format_accuracy  # the project's own formatting (ROOT is on sys.path)
+
+    return format_accuracy(float(value), int(n))
+
+
 def command_line() -> str:
     """The command that is running, as a user would type it from the repo root."""
     script = Path(sys.argv[0]).resolve()

@@ -250,20 +250,11 @@ def render_startup(d: dict[str, Any]) -> str:
 
 
 def _pct(v: Any) -> str:
-    return "" if v is None else f"{100 * v:.1f}%"
+    return bc.percent(v)
 
 
 def _acc(v: Any, n: Any) -> str:
-    """A proportion with its 95 % Wilson interval and n (bare when n was not recorded)."""
-    if v is None or not n:
-        return _pct(v)
-    import sys
-
-    if str(bc.ROOT) not in sys.path:  # run as scripts/bench_report.py
-        sys.path.insert(0, str(bc.ROOT))
-    from trainer.stats import format_accuracy
-
-    return format_accuracy(float(v), int(n))
+    return bc.accuracy(v, n)
 
 
 def render_export(d: dict[str, Any]) -> str:

@@ -31,6 +31,8 @@ SHARED = ROOT.parent / "shared"
 DEFAULT_DATA = SHARED / "datasets" / "clothing-small"
 DEFAULT_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+import bench_common as bc  # noqa: E402
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float, float]:
@@ -177,14 +179,11 @@ def main() -> None:
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+    return bc.percent(value, "n/a")
 
 
 def _acc(value: float | None, n: int | None) -> str:
-    """An accuracy with its 95 % Wilson interval and n; bare when n was not recorded."""
-    from trainer.stats import format_accuracy
-
-    return format_accuracy(value, n) if n else _pct(value)
+    return bc.accuracy(value, n, "n/a")
 
 
 def write_output(rows: list[dict], command: str, date_utc: str | None = None, name: str = "bench_train") -> None:
