@@ -38,11 +38,11 @@ from edge.errors import ModelError
 from trainer.export.options import CalibratorKind
 from trainer.export.schema import TFLITE_IDENTIFIER, tflite_schema
 
-__all__ = ["CalibrationRecord", "Unsupported", "litert_calibration", "logged_tensors", "measure_ranges", "with_ranges"]
+__all__ = ["CalibrationRecord", "Unsupported", "litert_calibration", "logged_tensors", "measure_ranges", "plan", "with_ranges"]
 
 Ranges = dict[int, tuple[float, float]]  # tensor index in subgraph 0 -> (min, max)
 
-_SWAP_LOCK = threading.Lock()  # the swap is process-wide: one conversion at a time
+_SWAP_LOCK = threading.RLock()  # the swap is process-wide: one conversion at a time
 
 
 class Unsupported(Exception):
@@ -93,6 +93,8 @@ def _indices(values: Any) -> list[int]:
 def _check_supported(model: Any) -> None:
     if len(model.subgraphs) != 1:
         raise Unsupported(f"the model has {len(model.subgraphs)} subgraphs")
+    if any(getattr(buffer, "offset", 0) for buffer in model.buffers):
+        raise Unsupported("the model keeps its weights outside the flatbuffer (a file over 2 GB)")
     for op in model.subgraphs[0].operators:
         if op.intermediates is not None and len(op.intermediates):
             raise Unsupported("an operator logs intermediate tensors (LSTM-like)")

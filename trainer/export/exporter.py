@@ -23,7 +23,7 @@ from trainer.export.decoding import BackgroundDecoder
 from trainer.export.float_side import cached_features, head_float_top
 from trainer.export.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
 from trainer.export.selftest_writer import write_selftest
-from trainer.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, IOType, QuantizationMode
+from trainer.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, IOType, QuantizationMode, resolve_calibrator
 from trainer.export.tflite_inspect import TfliteSummary, inspect_tflite
 from trainer.export.thresholds_hook import thresholds_section
 from trainer.export.verify import FloatTop, bundle_metrics, judge, verify_detailed
@@ -149,6 +149,8 @@ def export(
         raise ExportError("--calibration-images must be at least 1")
     if options.max_drop < 0:
         raise ExportError("--max-drop is in accuracy points and must be >= 0")
+    # the calibrator's choice ($TLEDGE_CALIBRATOR included) is checked before any work
+    calibrator = resolve_calibrator(options.calibrator) if options.quantization is QuantizationMode.INT8 else None
     run = read_run(run_dir, options.data_root)
     target = Path(options.out) if options.out else Path("models") / run.name
     check_target(target, options.force)
@@ -164,7 +166,7 @@ def export(
         model = _load_keras(run, model)
         representative = representative_images(decoder.images("calibration")) if calibration_paths else None
         log(f"converting to {options.quantization.value}" + (f" with {len(calibration_paths)} calibration images" if calibration_paths else ""))
-        converted = convert_detailed(model, options.quantization, options.io_type, representative, options.bias_correction, options.calibrator)
+        converted = convert_detailed(model, options.quantization, options.io_type, representative, options.bias_correction, calibrator)
         _note_calibrator(converted, notes, log)
         if float_features is None:  # tledge export: the training run's features, if cached on disk
             float_features = cached_features(run.run, verify_splits)
