@@ -128,9 +128,9 @@ def test_int8_file_calibrated_by_litert_is_tensorflows(tiny, monkeypatch):
     from trainer.export.options import CALIBRATOR_ENV, CalibratorKind, IOType, QuantizationMode
 
     model, samples, test_images = tiny
+    monkeypatch.setenv(CALIBRATOR_ENV, "litert")  # as a user asks for it
     ours = convert_detailed(model, QuantizationMode.INT8, IOType.UINT8, samples)
-    monkeypatch.setenv(CALIBRATOR_ENV, "tensorflow")  # the escape hatch, as a user sets it
-    theirs = convert_detailed(model, QuantizationMode.INT8, IOType.UINT8, samples)
+    theirs = convert_detailed(model, QuantizationMode.INT8, IOType.UINT8, samples, calibrator=CalibratorKind.TENSORFLOW)
     assert (ours.calibrator, ours.calibrator_note) == (CalibratorKind.LITERT, None)
     assert theirs.calibrator is CalibratorKind.TENSORFLOW
 
@@ -196,14 +196,13 @@ def test_calibrator_choice_comes_from_the_option_then_the_environment():
     from trainer.errors import ExportError
     from trainer.export.options import CalibratorKind, resolve_calibrator
 
-    assert resolve_calibrator(None, {}) is CalibratorKind.LITERT
-    assert resolve_calibrator(None, {"TLEDGE_CALIBRATOR": " TensorFlow "}) is CalibratorKind.TENSORFLOW
-    assert resolve_calibrator("litert", {"TLEDGE_CALIBRATOR": "tensorflow"}) is CalibratorKind.LITERT
+    assert resolve_calibrator(None, {}) is CalibratorKind.TENSORFLOW
+    assert resolve_calibrator(None, {"TLEDGE_CALIBRATOR": " LiteRT "}) is CalibratorKind.LITERT
+    assert resolve_calibrator("tensorflow", {"TLEDGE_CALIBRATOR": "litert"}) is CalibratorKind.TENSORFLOW
     with pytest.raises(ExportError, match="litert, tensorflow"):
         resolve_calibrator(None, {"TLEDGE_CALIBRATOR": "xnnpack"})
 
 
 def test_report_names_the_calibrator(export_once):
-    assert export_once("int8").report["calibrator"] == "litert"
-    assert export_once("int8").report["warnings"] == []
+    assert export_once("int8").report["calibrator"] == "tensorflow"  # the default
     assert export_once("float16").report["calibrator"] is None

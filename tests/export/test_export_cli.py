@@ -28,12 +28,13 @@ def test_quantize_alone_gives_int8_with_uint8_pixel_input(runner, tiny_run, tmp_
     from trainer.export.tflite_inspect import inspect_tflite
 
     out = tmp_path / "bundle"
-    result = runner.invoke(app, ["export", str(tiny_run), "--quantize", "--calibration-images", "20", "--calibrator", "tensorflow",
+    result = runner.invoke(app, ["export", str(tiny_run), "--quantize", "--calibration-images", "20", "--calibrator", "litert",
                                  "--out", str(out), "--accept-drop", "--json"])
     assert result.exit_code == 0, result.output
     report = _json_line(result.stdout)
     assert report["quantization"] == "int8" and report["io"] == "uint8" and report["bundle"] == str(out)
-    assert report["calibrator"] == "tensorflow"  # as asked; the default is litert (test_calibration_litert.py)
+    assert report["calibrator"] == "litert"  # as asked (the default is tensorflow), and no fallback note
+    assert not any("TensorFlow's calibrator" in w for w in report["warnings"])
     # Fewer than 32 calibration images: flagged, on stderr and in the report.
     assert "fewer than 32" in result.stderr and any("fewer than 32" in w for w in report["warnings"])
     summary = inspect_tflite((out / "model.tflite").read_bytes())

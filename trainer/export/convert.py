@@ -9,10 +9,10 @@ temporary folder and read it back; that is switched off (the frozen function giv
 same operators, weights and quantization parameters), and `trainer.export.signature`
 adds the serving signature that path would have written.
 
-int8 ranges are measured with the edge runtime's interpreter instead of TensorFlow's
-calibrator, the same ranges several times faster (`trainer.export.calibration`); TensorFlow's
-quantizer does the rest. `CalibratorKind.TENSORFLOW` (or $TLEDGE_CALIBRATOR=tensorflow) runs
-TensorFlow's calibrator instead.
+int8 ranges are measured by TensorFlow's calibrator, or with `CalibratorKind.LITERT` (or
+$TLEDGE_CALIBRATOR=litert) by the edge runtime's interpreter, the same ranges to float
+rounding and several times faster (`trainer.export.calibration`); TensorFlow's quantizer
+does the rest either way.
 
 int8 first corrects the mean shift of int8 weight rounding (`trainer.export.bias_correction`)
 in the model for the conversion only, measured on the calibration images; it raises int8's top-1
@@ -164,7 +164,7 @@ def convert(
 
     With `bias_correction` (int8 only) the converter sees `model` with BatchNorms that
     cancel the mean shift of int8 weight rounding; `model`'s weights are as they were
-    when this returns (or raises). `calibrator` (int8): None = $TLEDGE_CALIBRATOR, else LiteRT.
+    when this returns (or raises). `calibrator` (int8): None = $TLEDGE_CALIBRATOR, else TensorFlow's.
     """
     return convert_detailed(model, mode, io_type, representative, bias_correction, calibrator).model
 

@@ -175,7 +175,7 @@ def export(
 
 
 def _note_calibrator(converted: Converted, notes: list[str], log: Log) -> None:
-    """A note when TensorFlow's calibrator ran although LiteRT's was asked for (or by default)."""
+    """A note when TensorFlow's calibrator ran although LiteRT's was asked for."""
     if converted.calibrator_note is None:
         return
     message = f"TensorFlow's calibrator measured the int8 ranges (slower, same result): {converted.calibrator_note}"
