@@ -13,11 +13,20 @@ Two parts, each short enough for one `flock /work/bench.lock` (run them one afte
   seconds, the export's stages, report.json's calibrator and agreement, and how far the two
   int8 files' outputs are apart on the run's val images.
 
+- ``--part guard``: not a timing. The run of tests/export/test_calibration_guard.py (ImageNet
+  MobileNetV2 at 224 px, a head trained on 60 images per class and split of clothing-small,
+  trained by that test's own helper), its 64 calibration images as the exporter picks them,
+  bias correction on: int8 top-1 agreement with the float Keras model on val + test for the
+  file calibrated by TensorFlow, by LiteRT, and by TensorFlow with its ranges nudged by
+  relative N(0, --noise) noise (--seeds files): how far agreement moves with float-rounding-
+  sized changes of the ranges alone.
+
 The stand-in set (scripts/bench_photos_to_bundle.py's `make_standin`) and one `tledge train`
 run (cold cache) are made once under --work and reused.
 
     .venv/bin/python scripts/bench_calibrator.py --part calibration [--repeat 3]
     .venv/bin/python scripts/bench_calibrator.py --part export [--repeat 3]
+    .venv/bin/python scripts/bench_calibrator.py --part guard [--seeds 5] [--noise 1e-6]
 
 Writes (merges its part into) scripts/results/calibrator_speed.json and prints it.
 """
@@ -187,17 +196,109 @@ def _compare_files(run_dir: Path, bundle_tf: str, bundle_litert: str) -> dict[st
             "output_steps_mean": float(diff.mean()), "output_steps_max": int(diff.max())}
 
 
+def part_guard(work: Path, weights: Path, seeds: int, noise: float) -> dict[str, Any]:
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "tests" / "export"))
+    from export_helpers import train_on_clothing  # the guard test's own run
+
+    from trainer.export.convert import convert_detailed, representative_images, stratified_sample
+    from trainer.export.decoding import BackgroundDecoder
+    from trainer.export.options import DEFAULT_CALIBRATION_IMAGES, CalibratorKind, IOType, QuantizationMode
+
+    header = _header()
+    trained = train_on_clothing(ROOT.parent / "shared", weights, work / f"guard-runs-{int(time.time())}", "clothing-guard", subset=60, image_size=224)
+    from trainer.run_dir import read_run
+
+    run = read_run(trained.run_dir)
+    import keras
+
+    model = keras.models.load_model(run.model_path, compile=False)
+    calibration = [p for p, _ in stratified_sample(run.splits["train"], DEFAULT_CALIBRATION_IMAGES, 0)]
+    evaluated = [p for p, _ in run.splits["val"] + run.splits["test"]]
+    with BackgroundDecoder(run.image_size, run.resize) as decoder:
+        decoder.submit("calibration", calibration, "calibration")
+        decoder.submit("evaluated", evaluated, "evaluated")
+        calibration_images, images = decoder.images("calibration"), decoder.images("evaluated")
+    float_top = np.concatenate([model.predict_on_batch(images[i:i + 32].astype(np.float32)).argmax(1) for i in range(0, len(images), 32)])
+    samples = representative_images(calibration_images)
+
+    def convert(kind: CalibratorKind) -> bytes:
+        return convert_detailed(model, QuantizationMode.INT8, IOType.UINT8, samples, True, kind).model
+
+    tops = {"tensorflow": _top1(convert(CalibratorKind.TENSORFLOW), images), "litert": _top1(convert(CalibratorKind.LITERT), images)}
+    for seed in range(seeds):
+        with _nudged_tensorflow_ranges(seed, noise):
+            tops[f"tensorflow_nudged_seed{seed}"] = _top1(convert(CalibratorKind.TENSORFLOW), images)
+    rows = {name: {"top1_agreement_with_float": round(float((top == float_top).mean()), 4),
+                   "top1_differs_from_tensorflows_file": int((top != tops["tensorflow"]).sum())} for name, top in tops.items()}
+    nudged = [row["top1_agreement_with_float"] for name, row in rows.items() if "nudged" in name]
+    return {**header, "run": "test_calibration_guard's (clothing-small, 60 per class and split, 224 px, real weights)", "images": len(images),
+            "calibration_images": len(calibration), "noise_rel_sd": noise, "rows": rows,
+            "nudged_agreement_min_median_max": [min(nudged), statistics.median(nudged), max(nudged)] if nudged else None,
+            "guard_bar": 0.985, "load_avg_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _top1(content: bytes, images: Any) -> Any:
+    import numpy as np
+
+    from edge.runtime import make_interpreter
+
+    interpreter, _ = make_interpreter(content, threads=2)
+    i, o = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    top = []
+    for image in images:
+        interpreter.set_tensor(i, image[None])
+        interpreter.invoke()
+        top.append(int(interpreter.get_tensor(o)[0].argmax()))
+    return np.array(top)
+
+
+class _nudged_tensorflow_ranges:
+    """For the block, TensorFlow's calibrator multiplies each min and max it writes by 1 + N(0, noise)."""
+
+    def __init__(self, seed: int, noise: float) -> None:
+        self.seed, self.noise = seed, noise
+
+    def __enter__(self) -> None:
+        import numpy as np
+        from tensorflow.lite.python.optimize import calibrator as tf_calibrator
+
+        from trainer.export.calibration import with_ranges
+
+        self.module, self.original = tf_calibrator, tf_calibrator.Calibrator
+        seed, noise = self.seed, self.noise
+
+        class Nudged(self.original):  # type: ignore[misc, name-defined]
+            def calibrate(self, dataset_gen: Any) -> bytes:
+                rng = np.random.default_rng(seed)
+                ranges = _ranges(bytes(super().calibrate(dataset_gen)))
+                nudged = {i: (float(np.float32(lo * (1 + noise * rng.standard_normal()))), float(np.float32(hi * (1 + noise * rng.standard_normal()))))
+                          for i, (lo, hi) in ranges.items()}
+                return with_ranges(self._model_content, nudged)
+
+        tf_calibrator.Calibrator = Nudged
+
+    def __exit__(self, *exc: Any) -> None:
+        self.module.Calibrator = self.original
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("calibration", "export"), required=True)
+    parser.add_argument("--part", choices=("calibration", "export", "guard"), required=True)
+    parser.add_argument("--seeds", type=int, default=5, help="guard: files with nudged TensorFlow ranges")
+    parser.add_argument("--noise", type=float, default=1e-6, help="guard: relative SD of the nudge")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/tledge-bench-calibrator"))
     parser.add_argument("--weights", type=Path, default=Path(os.environ.get("TLEDGE_WEIGHTS") or WEIGHTS))
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    run_dir, bench = standin_run(args.work, args.weights)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    part = part_calibration(run_dir, args.repeat) if args.part == "calibration" else part_export(run_dir, bench, args.work, args.repeat)
+    if args.part == "guard":
+        part = part_guard(args.work, args.weights, args.seeds, args.noise)
+    else:
+        run_dir, bench = standin_run(args.work, args.weights)
+        part = part_calibration(run_dir, args.repeat) if args.part == "calibration" else part_export(run_dir, bench, args.work, args.repeat)
     part["command"] = "scripts/bench_calibrator.py " + " ".join(sys.argv[1:])
     result = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
     result[args.part] = part
