@@ -28,10 +28,13 @@ def test_quantize_alone_gives_int8_with_uint8_pixel_input(runner, tiny_run, tmp_
     from trainer.export.tflite_inspect import inspect_tflite
 
     out = tmp_path / "bundle"
-    result = runner.invoke(app, ["export", str(tiny_run), "--quantize", "--calibration-images", "20", "--out", str(out), "--accept-drop", "--json"])
+    result = runner.invoke(app, ["export", str(tiny_run), "--quantize", "--calibration-images", "20", "--calibrator", "litert",
+                                 "--out", str(out), "--accept-drop", "--json"])
     assert result.exit_code == 0, result.output
     report = _json_line(result.stdout)
     assert report["quantization"] == "int8" and report["io"] == "uint8" and report["bundle"] == str(out)
+    assert report["calibrator"] == "litert"  # as asked (the default is tensorflow), and no fallback note
+    assert not any("TensorFlow's calibrator" in w for w in report["warnings"])
     # Fewer than 32 calibration images: flagged, on stderr and in the report.
     assert "fewer than 32" in result.stderr and any("fewer than 32" in w for w in report["warnings"])
     summary = inspect_tflite((out / "model.tflite").read_bytes())
@@ -46,7 +49,7 @@ def test_quantize_alone_gives_int8_with_uint8_pixel_input(runner, tiny_run, tmp_
 def test_help_documents_the_modes(runner):
     result = runner.invoke(app, ["export", "--help"])
     assert result.exit_code == 0
-    for word in ("--quantize", "--mode", "float16", "dynamic", "--io", "--max-drop", "--accept-drop", "--force"):
+    for word in ("--quantize", "--mode", "float16", "dynamic", "--io", "--max-drop", "--accept-drop", "--force", "--calibrator"):
         assert word in result.stdout
 
 
@@ -57,6 +60,12 @@ def test_help_documents_the_modes(runner):
 def test_contradicting_flags_are_usage_errors(runner, tmp_path, args):
     result = runner.invoke(app, ["export", str(tmp_path), *args])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_an_unknown_calibrator_in_the_environment_is_a_clear_error(runner, tiny_run, tmp_path):
+    result = runner.invoke(app, ["export", str(tiny_run), "--quantize", "--out", str(tmp_path / "b")], env={"TLEDGE_CALIBRATOR": "xnnpack"})
+    assert result.exit_code == 1 and "litert, tensorflow" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "b").exists()
 
 
 def test_a_folder_that_is_no_run_is_a_clear_error(runner, tmp_path):

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from trainer.cli.options import DataRootOpt, VerboseOpt
-from trainer.export.options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, IOType, QuantizationMode, ThresholdMode
+from trainer.export.options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, CalibratorKind, IOType, QuantizationMode, ThresholdMode
 
 
 _HELP = """Convert a training run to a verified, self-describing .tflite bundle.
@@ -52,6 +52,7 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         mode: Optional[QuantizationMode] = typer.Option(None, "--mode", help="int8 | float16 | dynamic | float32 (default: int8 with --quantize, else float32)."),
         io: Optional[IOType] = typer.Option(None, "--io", help="int8 models: uint8 (raw pixels, default) or int8 input/output."),
         calibration_images: int = typer.Option(DEFAULT_CALIBRATION_IMAGES, min=1, help="int8: training images used to calibrate ranges, stratified over classes."),
+        calibrator: Optional[CalibratorKind] = typer.Option(None, "--calibrator", help="int8: what measures the ranges: tensorflow (TensorFlow's own calibrator) or litert (the edge runtime's interpreter: the same ranges to float rounding, several times faster). Default: $TLEDGE_CALIBRATOR, else tensorflow."),
         out: Optional[Path] = typer.Option(None, help="Bundle folder (default: models/<run name>)."),
         force: bool = typer.Option(False, "--force", help="Replace an existing bundle (the old one stays until the new one is complete)."),
         max_drop: float = typer.Option(DEFAULT_MAX_DROP, min=0.0, help="Largest accepted accuracy drop, in points (val + test)."),
@@ -78,7 +79,7 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
 
         options = ExportOptions(
             quantization=chosen, io_type=io or IOType.UINT8, calibration_images=calibration_images, out=out,
-            force=force, max_drop=max_drop, accept_drop=accept_drop, threads=threads, data_root=data_root,
+            force=force, max_drop=max_drop, accept_drop=accept_drop, threads=threads, data_root=data_root, calibrator=calibrator,
             target_precision=None if thresholds is ThresholdMode.NONE else target_precision,
         )
         err = Console(stderr=True)  # sys.stderr looked up on each write (trainer.quiet swaps it)

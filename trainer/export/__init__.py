@@ -7,6 +7,7 @@ One job per module:
 - ``options``: ExportOptions, QuantizationMode, IOType (frozen, no side effects);
 - ``exporter``: `export()`, the orchestration above, and the checks of the produced file;
 - ``convert``: Keras -> .tflite per quantization mode, calibration sampling;
+- ``calibration``: int8 ranges measured with the edge runtime's interpreter, for TensorFlow's quantizer;
 - ``bias_correction``: int8 weight-rounding mean shift, cancelled before conversion;
 - ``signature``: the serving signature, written into the directly converted file;
 - ``schema``: the one source of the TFLite flatbuffer schema bindings;

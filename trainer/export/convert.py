@@ -9,6 +9,11 @@ temporary folder and read it back; that is switched off (the frozen function giv
 same operators, weights and quantization parameters), and `trainer.export.signature`
 adds the serving signature that path would have written.
 
+int8 ranges are measured by TensorFlow's calibrator, or with `CalibratorKind.LITERT` (or
+$TLEDGE_CALIBRATOR=litert) by the edge runtime's interpreter, the same ranges to float
+rounding and several times faster (`trainer.export.calibration`); TensorFlow's quantizer
+does the rest either way.
+
 int8 first corrects the mean shift of int8 weight rounding (`trainer.export.bias_correction`)
 in the model for the conversion only, measured on the calibration images; it raises int8's top-1
 agreement with the float model (scripts/bench_export.py, BENCHMARKS.md section 2).
@@ -19,6 +24,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +33,7 @@ from edge.errors import ImageError
 from edge.images import load_rgb
 from edge.preprocess import ResizePolicy, resize_rgb
 from trainer.errors import ExportError
-from trainer.export.options import IOType, QuantizationMode
+from trainer.export.options import CalibratorKind, IOType, QuantizationMode, resolve_calibrator
 from trainer.export.signature import with_serving_signature
 from trainer.quiet import native_stderr_hidden
 
@@ -137,30 +143,62 @@ def _configure(converter: Any, tf: Any, mode: QuantizationMode, io_type: IOType,
         converter.inference_output_type = io
 
 
+@dataclass(frozen=True)
+class Converted:
+    """A conversion's file and, for int8, which calibrator measured its ranges."""
+
+    model: bytes
+    calibrator: CalibratorKind | None = None  # None: no calibration (not int8)
+    calibrator_note: str | None = None  # why TensorFlow's calibrator ran when LiteRT was asked for
+
+
 def convert(
     model: Any,
     mode: QuantizationMode,
     io_type: IOType = IOType.UINT8,
     representative: Callable[[], Iterator[list[np.ndarray]]] | None = None,
     bias_correction: bool = True,
+    calibrator: CalibratorKind | None = None,
 ) -> bytes:
     """Convert a Keras 3 image classifier (raw pixel input) to .tflite bytes.
 
     With `bias_correction` (int8 only) the converter sees `model` with BatchNorms that
     cancel the mean shift of int8 weight rounding; `model`'s weights are as they were
-    when this returns (or raises).
+    when this returns (or raises). `calibrator` (int8): None = $TLEDGE_CALIBRATOR, else TensorFlow's.
     """
+    return convert_detailed(model, mode, io_type, representative, bias_correction, calibrator).model
+
+
+def convert_detailed(
+    model: Any,
+    mode: QuantizationMode,
+    io_type: IOType = IOType.UINT8,
+    representative: Callable[[], Iterator[list[np.ndarray]]] | None = None,
+    bias_correction: bool = True,
+    calibrator: CalibratorKind | None = None,
+) -> Converted:
+    """`convert`, also saying which calibrator ran (int8)."""
     from trainer.deps import require_tensorflow
 
     tf = require_tensorflow("tledge export")
+    wanted = resolve_calibrator(calibrator) if mode is QuantizationMode.INT8 else None
+    record = None
     with ExitStack() as stack:
         if mode is QuantizationMode.INT8 and bias_correction and representative is not None:
             from trainer.export.bias_correction import bias_corrected_in_place
 
             # the converter reads the corrected weights; the block puts the originals back
             stack.enter_context(bias_corrected_in_place(model, _batches(representative)))
+        if wanted is CalibratorKind.LITERT:
+            from trainer.export.calibration import litert_calibration
+
+            record = stack.enter_context(litert_calibration())
         raw = _convert(tf, model, mode, io_type, representative)
-    return with_serving_signature(raw)
+    if wanted is None:
+        return Converted(with_serving_signature(raw))
+    used = record.used if record is not None else CalibratorKind.TENSORFLOW
+    note = record.fallback_reason if record is not None else None
+    return Converted(with_serving_signature(raw), used, note)
 
 
 def _convert(tf: Any, model: Any, mode: QuantizationMode, io_type: IOType, representative: Any) -> bytes:

@@ -18,12 +18,12 @@ import numpy as np
 from edge.bundle import LABELS_NAME, MANIFEST_NAME, MODEL_NAME, load_model_info
 from trainer.errors import ExportError
 from trainer.export.bundle_writer import BundleStaging, check_target
-from trainer.export.convert import convert, representative_images, stratified_sample
+from trainer.export.convert import Converted, convert_detailed, representative_images, stratified_sample
 from trainer.export.decoding import BackgroundDecoder
 from trainer.export.float_side import cached_features, head_float_top
 from trainer.export.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
 from trainer.export.selftest_writer import write_selftest
-from trainer.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, IOType, QuantizationMode
+from trainer.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, IOType, QuantizationMode, resolve_calibrator
 from trainer.export.tflite_inspect import TfliteSummary, inspect_tflite
 from trainer.export.thresholds_hook import thresholds_section
 from trainer.export.verify import FloatTop, bundle_metrics, judge, verify_detailed
@@ -149,6 +149,8 @@ def export(
         raise ExportError("--calibration-images must be at least 1")
     if options.max_drop < 0:
         raise ExportError("--max-drop is in accuracy points and must be >= 0")
+    # the calibrator's choice ($TLEDGE_CALIBRATOR included) is checked before any work
+    calibrator = resolve_calibrator(options.calibrator) if options.quantization is QuantizationMode.INT8 else None
     run = read_run(run_dir, options.data_root)
     target = Path(options.out) if options.out else Path("models") / run.name
     check_target(target, options.force)
@@ -157,24 +159,35 @@ def export(
     verify_splits = {"val": run.splits["val"], "test": run.splits["test"]}
     with BackgroundDecoder(run.image_size, run.resize) as decoder:
         # Everything is queued now: decoding overlaps model loading, conversion and the
-        # single-threaded calibrator, and the calibration images come first.
+        # calibration, and the calibration images come first.
         decoder.submit("calibration", calibration_paths, "Calibration")
         for name, items in verify_splits.items():
             decoder.submit(name, [path for path, _ in items], "Verification")
         model = _load_keras(run, model)
         representative = representative_images(decoder.images("calibration")) if calibration_paths else None
         log(f"converting to {options.quantization.value}" + (f" with {len(calibration_paths)} calibration images" if calibration_paths else ""))
-        raw = convert(model, options.quantization, options.io_type, representative, options.bias_correction)
+        converted = convert_detailed(model, options.quantization, options.io_type, representative, options.bias_correction, calibrator)
+        _note_calibrator(converted, notes, log)
         if float_features is None:  # tledge export: the training run's features, if cached on disk
             float_features = cached_features(run.run, verify_splits)
         float_top = head_float_top(model, float_features, verify_splits) if float_features else None
-        return _finish(run, options, model, raw, target, notes, len(calibration_paths), verify_splits, decoder.images, float_top, log)
+        return _finish(run, options, model, converted, target, notes, len(calibration_paths), verify_splits, decoder.images, float_top, log)
+
+
+def _note_calibrator(converted: Converted, notes: list[str], log: Log) -> None:
+    """A note when TensorFlow's calibrator ran although LiteRT's was asked for."""
+    if converted.calibrator_note is None:
+        return
+    message = f"TensorFlow's calibrator measured the int8 ranges (slower, same result): {converted.calibrator_note}"
+    notes.append(message)
+    log(f"note: {message}")
 
 
 def _finish(
-    run: RunFolder, options: ExportOptions, model: Any, raw: bytes, target: Path, notes: list[str], calibration_count: int,
+    run: RunFolder, options: ExportOptions, model: Any, converted: Converted, target: Path, notes: list[str], calibration_count: int,
     verify_splits: dict[str, Any], images: Callable[[str], np.ndarray], float_top: FloatTop | None, log: Log,
 ) -> ExportResult:
+    raw = converted.model
     summary = inspect_tflite(raw)
     check_file(summary, options)
     facts = BundleFacts(run.name, run.labels, run.image_size, run.resize.value, run.backbone, _source_run(run.path), options.quantization)
@@ -187,6 +200,8 @@ def _finish(
             "io": summary.inputs[0].dtype.lower(),
             "calibration_images": calibration_count,
             "bias_correction": options.bias_correction and options.quantization is QuantizationMode.INT8,
+            # what measured the int8 ranges: "litert" (trainer/export/calibration.py) or "tensorflow"; null if not int8
+            "calibrator": None if converted.calibrator is None else converted.calibrator.value,
             "ops": list(summary.ops),
             "tensor_dtypes": list(summary.tensor_dtypes),
             "source_run": facts.source_run,

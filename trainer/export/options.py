@@ -5,9 +5,13 @@ Change one with `dataclasses.replace(options, ...)`; the exporter never mutates 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Mapping
+
+from trainer.errors import ExportError
 
 
 class QuantizationMode(str, Enum):
@@ -26,8 +30,35 @@ class IOType(str, Enum):
     INT8 = "int8"  # for accelerators that want signed I/O
 
 
-#: Calibration images used for int8 when the user does not say. The calibrator costs
-#: about 80 ms per image on 2 cores whatever the batching; on clothing-small (10 classes,
+class CalibratorKind(str, Enum):
+    """What measures the int8 ranges (trainer/export/calibration.py); the quantizer is TensorFlow's either way."""
+
+    LITERT = "litert"  # the edge runtime's interpreter (XNNPACK): TensorFlow's ranges to float rounding, faster
+    TENSORFLOW = "tensorflow"  # TensorFlow's own calibrator (the default): one image at a time, single-threaded
+
+
+#: Environment variable that chooses the calibrator when the options do not.
+#: TensorFlow's stays the default: LiteRT's ranges differ from it by float rounding
+#: (about 1e-6 relative), and int8 top-1 agreement moves by that alone more than the
+#: calibration guard (tests/export/test_calibration_guard.py) allows; see
+#: scripts/results/calibrator_speed.json.
+CALIBRATOR_ENV = "TLEDGE_CALIBRATOR"
+
+
+def resolve_calibrator(chosen: "CalibratorKind | str | None", env: Mapping[str, str] | None = None) -> CalibratorKind:
+    """`chosen`, else $TLEDGE_CALIBRATOR, else TensorFlow's; `ExportError` naming the choices otherwise."""
+    value = chosen if chosen is not None else (os.environ if env is None else env).get(CALIBRATOR_ENV, "").strip().lower()
+    if not value:
+        return CalibratorKind.TENSORFLOW
+    try:
+        return CalibratorKind(value)
+    except ValueError:
+        choices = ", ".join(kind.value for kind in CalibratorKind)
+        raise ExportError(f"Unknown calibrator {value!r} (from --calibrator or ${CALIBRATOR_ENV}); choose one of: {choices}") from None
+
+
+#: Calibration images used for int8 when the user does not say. TensorFlow's calibrator
+#: cost about 80 ms per image on 2 cores whatever the batching; on clothing-small (10 classes,
 #: bias correction on) 64 images kept top-1 agreement at 99.1 % (val) / 98.9 % (test) and
 #: 32 at 98.8 / 98.7 (scripts/results/calibration_sweep_clothing.json). The guard is
 #: tests/export/test_calibration_guard.py.
@@ -66,11 +97,14 @@ class ExportOptions:
     bias_correction: bool = True  # int8: cancel the mean shift of weight rounding (trainer/export/bias_correction.py)
     data_root: Path | None = None  # where the run's images are now, when they moved; None: as recorded
     target_precision: float | None = 0.95  # per-class decision thresholds (trainer/export/thresholds.py); None: none
+    calibrator: CalibratorKind | None = None  # int8 ranges: None = $TLEDGE_CALIBRATOR, else TensorFlow's
 
     def __post_init__(self) -> None:
         # Coerce plain strings (from JSON or scripts) to the enums once, at the boundary.
         object.__setattr__(self, "quantization", QuantizationMode(self.quantization))
         object.__setattr__(self, "io_type", IOType(self.io_type))
+        if self.calibrator is not None:
+            object.__setattr__(self, "calibrator", CalibratorKind(self.calibrator))
         for name in ("out", "data_root"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
