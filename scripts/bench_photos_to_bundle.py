@@ -137,26 +137,30 @@ class Bench:
     def __init__(self, tree: Path, data: Path, work: Path, weights: Path) -> None:
         self.tree, self.data, self.work, self.weights = tree, data, work, weights
 
-    def env(self, cache: Path) -> dict[str, str]:
-        return {**os.environ, "TLEDGE_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(self.tree), "TLEDGE_WEIGHTS": str(self.weights)}
+    def env(self, cache: Path, calibrator: str | None = None) -> dict[str, str]:
+        env = {**os.environ, "TLEDGE_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(self.tree), "TLEDGE_WEIGHTS": str(self.weights)}
+        env.pop("TLEDGE_CALIBRATOR", None)
+        if calibrator:  # the int8 calibrator (TensorFlow's by default; the baseline knows no other)
+            env["TLEDGE_CALIBRATOR"] = calibrator
+        return env
 
     def cli(self) -> list[str]:
         # the CLI root moved from trainer.cli (the baseline) to edge.cli
         module = "trainer.cli" if (self.tree / "trainer" / "cli.py").is_file() else "edge.cli"
         return [sys.executable, "-m", module]
 
-    def train(self, cache: Path, runs: Path, extra: list[str] = ()) -> dict[str, Any]:
+    def train(self, cache: Path, runs: Path, extra: list[str] = (), calibrator: str | None = None) -> dict[str, Any]:
         cmd = [*self.cli(), "train", str(self.data), "--weights", str(self.weights), "--out", str(runs), "--json", *extra]
-        row = run_timed(cmd, self.tree, self.env(cache), EXPORT_MARKS)
+        row = run_timed(cmd, self.tree, self.env(cache, calibrator), EXPORT_MARKS)
         summary = row["result"]["run"] if "run" in row["result"] else row["result"]
         row["run_dir"] = summary["run_dir"]
         row["stages"] = train_stages(Path(summary["run_dir"]), row["wall_s"])
         row["val_acc"] = summary["val_accuracy"]
         return row
 
-    def export(self, cache: Path, run_dir: str, out: Path, mode_args: list[str]) -> dict[str, Any]:
+    def export(self, cache: Path, run_dir: str, out: Path, mode_args: list[str], calibrator: str | None = None) -> dict[str, Any]:
         cmd = [*self.cli(), "export", run_dir, *mode_args, "--out", str(out), "--json"]
-        row = run_timed(cmd, self.tree, self.env(cache), EXPORT_MARKS)
+        row = run_timed(cmd, self.tree, self.env(cache, calibrator), EXPORT_MARKS)
         row["stages"] = export_stages(row["marks"], row["wall_s"])
         return row
 
@@ -165,7 +169,7 @@ def fidelity(report: dict[str, Any]) -> dict[str, Any]:
     pooled = report["splits"]["all"]
     return {"agreement": pooled["top1_agreement"], "drop_points": pooled["drop_points"], "float_acc": pooled["float_accuracy"],
             "tflite_acc": pooled["tflite_accuracy"], "images": pooled["images"], "calibration_images": report.get("calibration_images"),
-            "float_side": report.get("float_side", "keras")}
+            "float_side": report.get("float_side", "keras"), "calibrator": report.get("calibrator")}
 
 
 def recipe(data: Path, weights: Path, epochs: int) -> dict[str, Any]:
@@ -218,6 +222,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines.append(f"| photos to bundle (before: train + export; after: `tledge train --export --quantize`) | {_f(b)} | {_f(a)} | "
                  f"{f'{b / a:.2f}x' if a and b else 'n/a'} | {_f((s.get('before_train_cpu_s') or 0) + (s.get('before_export_cpu_s') or 0))} | {_f(s.get('after_one_command_cpu_s'))} |")
     lines.append(f"| `tledge train`, new data, backbone already converted | | {_f(s.get('after_train_backbone_cached_wall_s'))} | | | {_f(s.get('after_train_backbone_cached_cpu_s'))} |")
+    for key, label in (("export_litert", "`tledge export --quantize`, `TLEDGE_CALIBRATOR=litert`"),
+                       ("one_command_litert", "one command, `TLEDGE_CALIBRATOR=litert`")):
+        if f"after_{key}_wall_s" in s:
+            lines.append(f"| {label} | | {_f(s[f'after_{key}_wall_s'])} | | | {_f(s.get(f'after_{key}_cpu_s'))} |")
     lines += ["", "Per stage (seconds, wall):", "", "| stage | before | after |", "| --- | --- | --- |"]
     for group in ("train", "export"):
         before, after = s.get(f"before_{group}_stages", {}), s.get(f"after_{group}_stages", {})
@@ -228,9 +236,9 @@ def markdown(result: dict[str, Any]) -> str:
         if f"recipe_{epochs}_wall_s" in s:
             lines.append(f"| {epochs} epochs | {_f(s[f'recipe_{epochs}_wall_s'])} | {_f(s[f'recipe_{epochs}_cpu_s'])} | {_f(100 * s[f'recipe_{epochs}_val_acc'])}% | "
                          f"{s[f'recipe_{epochs}_vs_after_train_cold']}x (tledge val acc {_f(100 * s['after_train_val_acc'])}%) |")
-    lines += ["", "| export | calibration images | float side | top-1 agreement | drop (points) | float acc | tflite acc | images |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| export | calibration images | calibrator | float side | top-1 agreement | drop (points) | float acc | tflite acc | images |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, row in s.get("fidelity", {}).items():
-        lines.append(f"| {key} | {row.get('calibration_images') or '-'} | {row.get('float_side')} | {_f(100 * row['agreement'], 2)}% | {row['drop_points']} | "
+        lines.append(f"| {key} | {row.get('calibration_images') or '-'} | {row.get('calibrator') or '-'} | {row.get('float_side')} | {_f(100 * row['agreement'], 2)}% | {row['drop_points']} | "
                      f"{_f(100 * row['float_acc'])}% | {_f(100 * row['tflite_acc'])}% | {row['images']} |")
     lines += ["", "| goal | met |", "| --- | --- |"] + [f"| {k} | {'yes' if v else '**no**'} |" for k, v in s.get("goals", {}).items()]
     return "\n".join(lines)
@@ -243,6 +251,7 @@ def main() -> None:
     parser.add_argument("--baseline-ref", default=BASELINE_REF, help="git commit of the 'before' code")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-recipe", action="store_true")
+    parser.add_argument("--litert", action="store_true", help="also run the after side's export and one command with TLEDGE_CALIBRATOR=litert")
     parser.add_argument("--weights", type=Path, default=Path(os.environ.get("TLEDGE_WEIGHTS") or WEIGHTS))
     parser.add_argument("--output", default="bench_photos_to_bundle", help="file name under scripts/results/ (without .json)")
     args = parser.parse_args()
@@ -282,6 +291,17 @@ def main() -> None:
                     fid["after_one_command_int8"] = fidelity(one["result"]["export"])
                     groups.setdefault("after_one_command", []).append(
                         emit("after: tledge train --export --quantize (cold cache, one command)", {"run": i, **one, **fid["after_one_command_int8"]}, rows))
+                    if args.litert:  # the same two commands with the int8 ranges measured by LiteRT
+                        lite = bench.export(cache, trained["run_dir"], tmp / f"bundle-litert-{i}", ["--quantize"], calibrator="litert")
+                        fid["after_int8_litert"] = fidelity(lite["result"])
+                        groups.setdefault("after_export_litert", []).append(
+                            emit("after: tledge export --quantize (TLEDGE_CALIBRATOR=litert)", {"run": i, **lite, **fid["after_int8_litert"]}, rows))
+                        one = bench.train(tmp / f"cache-after-one-litert-{i}", tmp / "runs-after-one-litert",
+                                          ["--export", "--quantize", "--bundle-out", str(tmp / f"bundle-one-litert-{i}")], calibrator="litert")
+                        fid["after_one_command_int8_litert"] = fidelity(one["result"]["export"])
+                        groups.setdefault("after_one_command_litert", []).append(
+                            emit("after: tledge train --export --quantize (cold cache, one command, TLEDGE_CALIBRATOR=litert)",
+                                 {"run": i, **one, **fid["after_one_command_int8_litert"]}, rows))
                     if i == 0:
                         for mode in ("float16", "dynamic"):
                             other = bench.export(cache, trained["run_dir"], tmp / f"bundle-{mode}", ["--mode", mode])

@@ -55,5 +55,5 @@ def test_markdown_reports_ratios_fidelity_and_goals() -> None:
     assert "| 70.0 | 20.0 | 3.50x | 80.0 | 22.0 |" in text
     assert "| export: conversion_s | 10.0 | 4.0 |" in text
     assert "| 10 epochs | 61.0 | 100.0 | 95.0% | 6.1x (tledge val acc 98.0%) |" in text
-    assert "| after_int8 | 64 | keras | 99.50% | 0.0 |" in text
+    assert "| after_int8 | 64 | - | keras | 99.50% | 0.0 |" in text
     assert "| photos_to_bundle_under_30_s | yes |" in text
