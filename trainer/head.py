@@ -11,6 +11,7 @@ from trainer import model as model_lib
 from trainer.config import TrainOptions
 from trainer.deps import require_keras, require_tensorflow
 from trainer.features.training import FeatureRows
+from trainer.head_loop import fit_epochs, known_steps
 from trainer.progress import Reporter, keras_progress
 
 History = list[dict[str, Any]]  # one row per epoch: stage, epoch, loss, accuracy, val_loss, val_accuracy
@@ -90,9 +91,14 @@ def fit_head(options: TrainOptions, rows: dict[str, FeatureRows], num_classes: i
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=hyper.patience, restore_best_weights=True))
     weights = class_weights(train_rows.y, num_classes) if hyper.class_weights else None
     data = head_dataset(train_rows.x, train_rows.y, num_classes, hyper.batch_size, options.seed, weights, shuffle=True)
+    steps = known_steps(data) if int(strategy.num_replicas_in_sync) == 1 else None
     with reporter.task("head", hyper.epochs, "epochs") as advance:
-        history = head.fit(data, epochs=hyper.epochs, validation_data=validation, callbacks=callbacks + [keras_progress(advance)], shuffle=False, verbose=0)
-    epochs = history_rows("head", history.history)
+        callbacks.append(keras_progress(advance))
+        if steps is not None:  # fit's arithmetic without its per-epoch cost (trainer.head_loop)
+            logs = fit_epochs(head, data, steps, validation, hyper.epochs, callbacks)
+        else:
+            logs = head.fit(data, epochs=hyper.epochs, validation_data=validation, callbacks=callbacks, shuffle=False, verbose=0).history
+    epochs = history_rows("head", logs)
     best = best_epoch(epochs) if validation else len(epochs)
     info = {"epochs_run": len(epochs), "best_epoch": best, "stopped_early": len(epochs) < hyper.epochs, "train_rows": int(len(train_rows.y))}
     return HeadFit(head, info, tuple(epochs))
