@@ -37,14 +37,57 @@ def _decode(job: Job, size: int, policy: ResizePolicy) -> list[np.ndarray] | str
         return str(exc).split(": ", 1)[-1]
 
 
-def decoded(jobs: Sequence[Job], size: int, policy: ResizePolicy, threads: int) -> Iterator[tuple[Job, list[np.ndarray] | str]]:
+#: Most bytes of decoded views an `EarlyDecoder` holds before the extractor takes them.
+EARLY_BYTES = 96 * 1024 * 1024  # about the images a quiet 2-core machine decodes while TensorFlow imports
+
+
+class EarlyDecoder:
+    """Decodes the first jobs of a pass before the extractor exists (while TensorFlow
+    imports and the backbone is built); `decoded` takes their images from here instead
+    of decoding them again. Jobs it is never asked for (their features were cached) are
+    dropped at `close`. One worker less than `threads`: the import needs a core too."""
+
+    def __init__(self, jobs: Sequence[Job], size: int, policy: ResizePolicy, threads: int, budget: int = EARLY_BYTES) -> None:
+        self.size, self.policy = size, policy
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads - 1), thread_name_prefix="tledge-early-decode")
+        self._futures: dict[tuple[str, tuple[str, ...]], Future[Any]] = {}
+        held = 0
+        for job in jobs:
+            held += size * size * 3 * len(job.views)  # bytes: uint8 RGB per view
+            if held > budget:
+                break
+            self._futures[(job.sample.digest, job.views)] = self._pool.submit(_decode, job, size, policy)
+
+    def take(self, job: Job, size: int, policy: ResizePolicy) -> Future[Any] | None:
+        """The decode already started for exactly this job, if any."""
+        if (size, policy) != (self.size, self.policy):
+            return None
+        return self._futures.pop((job.sample.digest, job.views), None)
+
+    def close(self) -> None:
+        """Drop what nobody took; queued decodes are cancelled, running ones finish unseen."""
+        self._futures.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> EarlyDecoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def decoded(
+    jobs: Sequence[Job], size: int, policy: ResizePolicy, threads: int, early: EarlyDecoder | None = None
+) -> Iterator[tuple[Job, list[np.ndarray] | str]]:
     """(job, its views' images) in job order; a str instead of images says why the file
-    could not be decoded. At most max(8, 8 x threads) images are decoded ahead."""
+    could not be decoded. At most max(8, 8 x threads) images are decoded ahead, besides
+    those `early` decoded before the pass began."""
     ahead = max(8, threads * 8)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         pending: list[tuple[Job, Future[Any]]] = []
         for job in jobs:
-            pending.append((job, pool.submit(_decode, job, size, policy)))
+            started = early.take(job, size, policy) if early is not None else None
+            pending.append((job, started or pool.submit(_decode, job, size, policy)))
             if len(pending) >= ahead:
                 first, fut = pending.pop(0)
                 yield first, fut.result()
