@@ -101,3 +101,23 @@ def test_train_without_tensorflow_names_the_extra_once_the_data_scans(tmp_path) 
     assert 'pip install "tledge[train]"' in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_cli_leaves_its_objects_to_the_os_at_exit() -> None:
+    """main() freezes the collector as the command returns: the interpreter's last
+    collections would only walk everything still loaded (TensorFlow's objects after
+    `tledge train`) to free memory that exiting frees anyway."""
+    result = run_python(
+        """
+        import atexit, gc, sys
+        atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))
+        sys.argv = ['tledge', '--help']
+        from edge.cli import main
+        try:
+            main()
+        except SystemExit as exc:
+            assert not exc.code, exc.code
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("frozen at exit: True"), result.stdout[-300:]
