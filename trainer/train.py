@@ -111,9 +111,11 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResul
 
     augment_val = plan_evaluation(dataset).mode is not EvalMode.VAL  # val may join train: augment it too
     fine_tune = options.hyper.fine_tune.enabled and not augment_val  # fine-tuning needs val to select by
-    # The feature pass's images start decoding now, while TensorFlow imports and the backbone builds.
-    with nullcontext() if fine_tune else early_decoder(options, dataset, augment_val, threads) as early:
+    # The feature pass's images start decoding now, on one thread, while TensorFlow imports.
+    with nullcontext() if fine_tune else early_decoder(options, dataset, augment_val) as early:
         keras = require_keras("tledge train")
+        if early is not None:
+            early.stop()  # the backbone build needs the CPU now; the pass decodes the rest
         keras.utils.set_random_seed(options.seed)
         tick = time.perf_counter()
         backbone = model_lib.build_backbone(options.model)

@@ -8,6 +8,7 @@ slightly different pixels than the device's full decode + area resize."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,36 +39,51 @@ def _decode(job: Job, size: int, policy: ResizePolicy) -> list[np.ndarray] | str
 
 
 #: Most bytes of decoded views an `EarlyDecoder` holds before the extractor takes them.
-EARLY_BYTES = 96 * 1024 * 1024  # about the images a quiet 2-core machine decodes while TensorFlow imports
+EARLY_BYTES = 96 * 1024 * 1024  # a memory cap; the end of the import is the usual stop
 
 
 class EarlyDecoder:
-    """Decodes the first jobs of a pass before the extractor exists (while TensorFlow
-    imports and the backbone is built); `decoded` takes their images from here instead
-    of decoding them again. Jobs it is never asked for (their features were cached) are
-    dropped at `close`. One worker less than `threads`: the import needs a core too."""
+    """Decodes the first jobs of a pass on one thread before the extractor exists (while
+    TensorFlow imports), until `stop()`; `decoded` takes their images from here instead of
+    decoding them again. It stops when told (the import is done: from then on the
+    backbone build should have the CPU, and the pass decodes the rest with all threads),
+    or at `budget` bytes of images. Jobs nobody asks for (their features were cached)
+    are dropped at `close`."""
 
-    def __init__(self, jobs: Sequence[Job], size: int, policy: ResizePolicy, threads: int, budget: int = EARLY_BYTES) -> None:
+    def __init__(self, jobs: Sequence[Job], size: int, policy: ResizePolicy, budget: int = EARLY_BYTES) -> None:
         self.size, self.policy = size, policy
-        self._pool = ThreadPoolExecutor(max_workers=max(1, threads - 1), thread_name_prefix="tledge-early-decode")
-        self._futures: dict[tuple[str, tuple[str, ...]], Future[Any]] = {}
+        self._done: dict[tuple[str, tuple[str, ...]], Future[Any]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(list(jobs), budget), name="tledge-early-decode", daemon=True)
+        self._thread.start()
+
+    def _run(self, jobs: list[Job], budget: int) -> None:
         held = 0
         for job in jobs:
-            held += size * size * 3 * len(job.views)  # bytes: uint8 RGB per view
-            if held > budget:
-                break
-            self._futures[(job.sample.digest, job.views)] = self._pool.submit(_decode, job, size, policy)
+            held += self.size * self.size * 3 * len(job.views)  # bytes: uint8 RGB per view
+            if held > budget or self._stop.is_set():
+                return
+            done: Future[Any] = Future()
+            try:
+                done.set_result(_decode(job, self.size, self.policy))  # unreadable files come back as text
+            except Exception as exc:  # raised where the pass takes it, as from its own pool
+                done.set_exception(exc)
+            self._done[(job.sample.digest, job.views)] = done
+
+    def stop(self) -> None:
+        """Decode no further job (the one in progress finishes)."""
+        self._stop.set()
 
     def take(self, job: Job, size: int, policy: ResizePolicy) -> Future[Any] | None:
-        """The decode already started for exactly this job, if any."""
+        """The images of exactly this job if they are decoded already, else None."""
         if (size, policy) != (self.size, self.policy):
             return None
-        return self._futures.pop((job.sample.digest, job.views), None)
+        return self._done.pop((job.sample.digest, job.views), None)
 
     def close(self) -> None:
-        """Drop what nobody took; queued decodes are cancelled, running ones finish unseen."""
-        self._futures.clear()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop, and drop what nobody took."""
+        self.stop()
+        self._done.clear()
 
     def __enter__(self) -> EarlyDecoder:
         return self

@@ -59,11 +59,12 @@ def feature_pass(
     return features, stats, dataset.without(failures)
 
 
-def early_decoder(options: TrainOptions, dataset: Dataset, augment_val: bool, threads: int) -> EarlyDecoder:
-    """Start decoding the images of `feature_pass` now, before TensorFlow and the backbone
-    are ready (which the pass needs to know which features are cached); close it after."""
+def early_decoder(options: TrainOptions, dataset: Dataset, augment_val: bool) -> EarlyDecoder:
+    """Start decoding the images of `feature_pass` now, while TensorFlow imports (the pass
+    needs the backbone to know which features are cached); stop it when the import is
+    done, close it after the pass."""
     jobs = view_jobs(dataset, augment_val, options.hyper.augment_views, options.seed)
-    return EarlyDecoder(jobs, options.model.image_size, options.model.resize, threads)
+    return EarlyDecoder(jobs, options.model.image_size, options.model.resize)
 
 
 def view_jobs(dataset: Dataset, augment_val: bool, augment_views: int, seed: int) -> list[Job]:
