@@ -62,6 +62,32 @@ def test_loop_matches_keras_fit_epoch_by_epoch(tmp_path: Path, patience: int) ->
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_without_validation_the_loop_ends_where_fit_ends(tmp_path: Path) -> None:
+    """The k-fold estimate's fits: no validation, no callbacks (trainer.kfold)."""
+    import keras
+
+    from trainer.head import fit_compiled
+
+    options = TrainOptions(data=DataOptions(tmp_path), hyper=HyperParams(epochs=5, batch_size=16, learning_rate=0.01), seed=3)
+    x, y = _features(4, 0, 16, 2, counts=(30, 13))
+    results = []
+    for loop in (False, True):
+        keras.utils.set_random_seed(options.seed)
+        head = compile_head(options, x.shape[1], 2)
+        data = head_dataset(x, y, 2, options.hyper.batch_size, options.seed, class_weights(y, 2), shuffle=True)
+        if loop:
+            history = fit_compiled(head, data, options.hyper.epochs)
+        else:
+            history = head.fit(data, epochs=options.hyper.epochs, shuffle=False, verbose=0).history
+        results.append((history, head.get_weights()))
+    (expected, expected_weights), (got, got_weights) = results
+    assert list(got) == list(expected) == ["accuracy", "loss"]
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, atol=1e-7, err_msg=key)
+    for a, b in zip(got_weights, expected_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_known_steps_counts_batches_including_the_partial_one() -> None:
     x, y = _features(3, 37, 8, 2)
     assert known_steps(head_dataset(x, y, 2, 16, 0, shuffle=True)) == 3
