@@ -81,8 +81,11 @@ class EarlyDecoder:
         return self._done.pop((job.sample.digest, job.views), None)
 
     def close(self) -> None:
-        """Stop, and drop what nobody took."""
+        """Stop, wait for the job in progress, and drop what nobody took. (Waiting matters
+        when a failure ends the process next: a thread still inside OpenCV while the
+        interpreter shuts down aborts the process.)"""
         self.stop()
+        self._thread.join()
         self._done.clear()
 
     def __enter__(self) -> EarlyDecoder:
