@@ -85,3 +85,39 @@ def test_edge_commands_work_without_tensorflow(tmp_path) -> None:
     result = run_cli_without_tf(["predict", str(model), str(image), "--labels", str(labels), "--json"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout.splitlines()[-1])["label"] == "blue", result.stdout
+
+
+def test_train_without_tensorflow_names_the_extra_once_the_data_scans(tmp_path) -> None:
+    """With valid data the scan and the image decoding start before the (background)
+    TensorFlow import fails: the failure still ends as the install hint."""
+    from PIL import Image
+
+    for name, colour in (("red", (230, 20, 20)), ("blue", (20, 20, 230))):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.new("RGB", (40, 40), colour).save(tmp_path / name / f"{i}.png")
+    result = run_cli_without_tf(["train", str(tmp_path), "--out", str(tmp_path / "runs"), "--weights", "none"])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert 'pip install "tledge[train]"' in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_cli_leaves_its_objects_to_the_os_at_exit() -> None:
+    """main() freezes the collector as the command returns: the interpreter's last
+    collections would only walk everything still loaded (TensorFlow's objects after
+    `tledge train`) to free memory that exiting frees anyway."""
+    result = run_python(
+        """
+        import atexit, gc, sys
+        atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))
+        sys.argv = ['tledge', '--help']
+        from edge.cli import main
+        try:
+            main()
+        except SystemExit as exc:
+            assert not exc.code, exc.code
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("frozen at exit: True"), result.stdout[-300:]

@@ -11,6 +11,7 @@ from trainer import model as model_lib
 from trainer.config import TrainOptions
 from trainer.deps import require_keras, require_tensorflow
 from trainer.features.training import FeatureRows
+from trainer.head_loop import fit_epochs, known_steps
 from trainer.progress import Reporter, keras_progress
 
 History = list[dict[str, Any]]  # one row per epoch: stage, epoch, loss, accuracy, val_loss, val_accuracy
@@ -63,6 +64,18 @@ def head_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch: int, see
     return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
+def fit_compiled(head: Any, data: Any, epochs: int, validation: Any | None = None, callbacks: list[Any] | None = None, replicas: int = 1) -> dict[str, list[float]]:
+    """Fit compiled `head` on `head_dataset` batches; `History.history` of the epochs run.
+
+    On one device, tledge's own epoch loop (trainer.head_loop: the same arithmetic and
+    history as `fit`, without its per-epoch cost); under several replicas, `fit`.
+    """
+    steps = known_steps(data) if replicas == 1 else None
+    if steps is not None:
+        return fit_epochs(head, data, steps, validation, epochs, callbacks or [])
+    return head.fit(data, epochs=epochs, validation_data=validation, callbacks=callbacks, shuffle=False, verbose=0).history  # the dataset shuffles itself
+
+
 def history_rows(stage: str, history: dict[str, list[float]]) -> History:
     """Keras' History.history as one row per epoch, tagged with `stage`."""
     n = len(history.get("loss", []))
@@ -91,8 +104,9 @@ def fit_head(options: TrainOptions, rows: dict[str, FeatureRows], num_classes: i
     weights = class_weights(train_rows.y, num_classes) if hyper.class_weights else None
     data = head_dataset(train_rows.x, train_rows.y, num_classes, hyper.batch_size, options.seed, weights, shuffle=True)
     with reporter.task("head", hyper.epochs, "epochs") as advance:
-        history = head.fit(data, epochs=hyper.epochs, validation_data=validation, callbacks=callbacks + [keras_progress(advance)], shuffle=False, verbose=0)
-    epochs = history_rows("head", history.history)
+        callbacks.append(keras_progress(advance))
+        logs = fit_compiled(head, data, hyper.epochs, validation, callbacks, int(strategy.num_replicas_in_sync))
+    epochs = history_rows("head", logs)
     best = best_epoch(epochs) if validation else len(epochs)
     info = {"epochs_run": len(epochs), "best_epoch": best, "stopped_early": len(epochs) < hyper.epochs, "train_rows": int(len(train_rows.y))}
     return HeadFit(head, info, tuple(epochs))

@@ -9,7 +9,7 @@ import numpy as np
 from trainer.config import TrainOptions
 from trainer.deps import require_keras
 from trainer.features.training import FeatureRows
-from trainer.head import class_weights, compile_head, head_dataset
+from trainer.head import class_weights, compile_head, fit_compiled, head_dataset
 from trainer.stats import wilson
 
 
@@ -33,7 +33,7 @@ def kfold_estimate(options: TrainOptions, train_rows: FeatureRows, num_classes: 
         head = compile_head(options, train_rows.x.shape[1], num_classes)
         weights = class_weights(train_rows.y[fit_rows], num_classes) if options.hyper.class_weights else None
         data = head_dataset(train_rows.x[fit_rows], train_rows.y[fit_rows], num_classes, options.hyper.batch_size, options.seed + k, weights, shuffle=True)
-        head.fit(data, epochs=epochs, shuffle=False, verbose=0)  # the dataset shuffles itself
+        fit_compiled(head, data, epochs)
         pred = np.argmax(head.predict(train_rows.x[test_rows], verbose=0), axis=1)
         correct += int(np.sum(pred == train_rows.y[test_rows]))
         total += int(test_rows.sum())

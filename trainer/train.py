@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import TledgeError
 from trainer import __version__
 from trainer import model as model_lib
 from trainer.config import TrainOptions
@@ -38,7 +40,7 @@ from trainer.deps import require_keras
 from trainer.distribute import choose_strategy
 from trainer.evaluate import classification_metrics
 from trainer.evaluation_plan import EvalMode, EvalPlan, merge_val_into_train, plan_evaluation
-from trainer.features.training import MAX_LISTED, FeatureRows, feature_pass, feature_rows
+from trainer.features.training import MAX_LISTED, FeatureRows, early_decoder, feature_pass, feature_rows
 from trainer.features.views import CLEAN_VIEW
 from trainer.fine_tune import CutPass, cut_pass, run_stage, top_data
 from trainer.fine_tune import evaluate_top
@@ -96,29 +98,38 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResul
     """Train a classifier as `options` say and write its run directory. Never mutates `options`."""
     reporter = reporter or Reporter(quiet=options.runtime.quiet)
     start = time.perf_counter()
-    keras = require_keras("tledge train")
     threads = options.runtime.threads or os.cpu_count() or 1
     timings: dict[str, float] = {}
 
-    tick = time.perf_counter()
-    dataset = _scan(options, threads, reporter)
+    tick = time.perf_counter()  # needs no TensorFlow: overlaps a background import (trainer.deps)
+    try:
+        dataset = _scan(options, threads, reporter)
+    except TledgeError:
+        require_keras("tledge train")  # a missing training extra is still the first thing to fix
+        raise
     timings["scan_s"] = time.perf_counter() - tick
 
-    keras.utils.set_random_seed(options.seed)
-    tick = time.perf_counter()
-    backbone = model_lib.build_backbone(options.model)
-    if backbone.warning:
-        reporter.warn(backbone.warning)
-    classifier = model_lib.build_classifier(backbone, options.model, len(dataset.labels))
-    timings["build_s"] = time.perf_counter() - tick
-
     augment_val = plan_evaluation(dataset).mode is not EvalMode.VAL  # val may join train: augment it too
-    cut: CutPass | None = None
-    if options.hyper.fine_tune.enabled and not augment_val:  # fine-tuning needs val to select by
-        cut, dataset = cut_pass(options, dataset, augment_val, classifier, backbone.digest, threads, reporter)
-        features, stats = cut.features(), cut.stats
-    else:
-        features, stats, dataset = feature_pass(options, dataset, augment_val, classifier, backbone.digest, threads, reporter)
+    fine_tune = options.hyper.fine_tune.enabled and not augment_val  # fine-tuning needs val to select by
+    # The feature pass's images start decoding now, on one thread, while TensorFlow imports.
+    with nullcontext() if fine_tune else early_decoder(options, dataset, augment_val) as early:
+        keras = require_keras("tledge train")
+        if early is not None:
+            early.stop()  # the backbone build needs the CPU now; the pass decodes the rest
+        keras.utils.set_random_seed(options.seed)
+        tick = time.perf_counter()
+        backbone = model_lib.build_backbone(options.model)
+        if backbone.warning:
+            reporter.warn(backbone.warning)
+        classifier = model_lib.build_classifier(backbone, options.model, len(dataset.labels))
+        timings["build_s"] = time.perf_counter() - tick
+
+        cut: CutPass | None = None
+        if fine_tune:
+            cut, dataset = cut_pass(options, dataset, augment_val, classifier, backbone.digest, threads, reporter)
+            features, stats = cut.features(), cut.stats
+        else:
+            features, stats, dataset = feature_pass(options, dataset, augment_val, classifier, backbone.digest, threads, reporter, early)
     timings["features_s"] = stats.seconds
     plan = plan_evaluation(dataset)  # again: undecodable images may have emptied a class's val
     if plan.mode is not EvalMode.VAL:

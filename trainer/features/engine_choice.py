@@ -78,16 +78,16 @@ def choose_engine(
     cached = _cached_choice(choice_path) if requested is FeatureEngine.AUTO else None
     if cached is not None and cached["engine"] == FeatureEngine.KERAS.value:
         return EngineChoice(KerasExtractor(features_model, size), FeatureEngine.KERAS, cached.get("max_abs_diff"), measured={**cached, "cached": True})
+    keras_extractor = KerasExtractor(features_model, size)  # not traced yet: cheap when unused
     try:
-        data, convert_s = cached_tflite(features_model, size, cache_root, key)
+        data, convert_s = cached_tflite(features_model, size, cache_root, key, keras_extractor.function)
         tflite = TFLiteExtractor(data, size, batch, threads)
     except Exception as exc:  # the converter raises many types; Keras still works
         if requested is FeatureEngine.TFLITE:
             raise
-        return EngineChoice(KerasExtractor(features_model, size), FeatureEngine.KERAS, note=f"TFLite conversion failed ({type(exc).__name__}); used Keras")
+        return EngineChoice(keras_extractor, FeatureEngine.KERAS, note=f"TFLite conversion failed ({type(exc).__name__}); used Keras")
     if cached is not None:
         return EngineChoice(tflite, FeatureEngine.TFLITE, cached.get("max_abs_diff"), convert_s, measured={**cached, "cached": True})
-    keras_extractor = KerasExtractor(features_model, size)
     check = probe[:4]
     diff, ok = compare(keras_extractor(check), tflite(check))  # also the warm-up call of each
     if requested is FeatureEngine.TFLITE:

@@ -13,7 +13,7 @@ import numpy as np
 
 from edge.preprocess import ResizePolicy
 from trainer.features.cache import FeatureCache
-from trainer.features.decoder import Job, decoded
+from trainer.features.decoder import EarlyDecoder, Job, decoded
 from trainer.features.engine_choice import EngineChoice
 
 
@@ -62,11 +62,13 @@ def extract(
     threads: int,
     batch: int = 16,
     on_image: Callable[[int], None] | None = None,
+    early: EarlyDecoder | None = None,
 ) -> tuple[dict[tuple[str, str], np.ndarray], dict[Path, str], PassStats]:
     """Features of every (digest, view) in `jobs`, from the cache or computed.
 
     Returns (features, failures path -> reason, stats). The engine is only built (and
-    the backbone only converted) when something is missing from the cache.
+    the backbone only converted) when something is missing from the cache. `early`:
+    images already being decoded for these jobs (trainer.features.decoder).
     """
     stats = PassStats()
     start = time.perf_counter()
@@ -103,7 +105,7 @@ def extract(
         images.clear()
         keys.clear()
 
-    for job, result in decoded(todo, size, policy, threads):
+    for job, result in decoded(todo, size, policy, threads, early):
         if isinstance(result, str):
             failures[job.sample.path] = result
         else:

@@ -18,7 +18,9 @@ class KerasExtractor:
     def __init__(self, features_model: Any, size: int) -> None:
         tf = require_tensorflow()
         spec = tf.TensorSpec([None, size, size, 3], tf.float32)
-        self._fn = tf.function(lambda x: features_model(x, training=False), input_signature=[spec])
+        #: traced on first use; the TFLite conversion traces through this same function
+        #: (trainer.features.tflite_engine), so a cold run traces the backbone once, not twice
+        self.function = tf.function(lambda x: features_model(x, training=False), input_signature=[spec])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self._fn(batch).numpy()
+        return self.function(batch).numpy()

@@ -43,8 +43,13 @@ class TFLiteExtractor:
         return self.interpreter.get_tensor(self._out)[:n].copy()
 
 
-def convert_to_tflite(features_model: Any, size: int) -> bytes:
-    """Convert the Keras feature model to a float32 .tflite (raw-pixel input)."""
+def convert_to_tflite(features_model: Any, size: int, function: Any = None) -> bytes:
+    """Convert the Keras feature model to a float32 .tflite (raw-pixel input).
+
+    `function`: a `tf.function` of `features_model` with a [None, size, size, 3] float32
+    input signature to trace through (the Keras extractor's, whose later calls then reuse
+    the trace); None traces a new one.
+    """
     tf = require_tensorflow()
 
     class _Holder(tf.Module):  # tracks the variables so the converter freezes them
@@ -52,7 +57,7 @@ def convert_to_tflite(features_model: Any, size: int) -> bytes:
             super().__init__()
             self.variables_ = [w.value for w in model.weights]
 
-    fn = tf.function(lambda x: features_model(x, training=False), input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    fn = function or tf.function(lambda x: features_model(x, training=False), input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
     with native_stderr_hidden():  # tracing and the converter print from C++
         converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], _Holder(features_model))
         # The frozen function directly, not a SavedModel round trip through a temporary
@@ -61,13 +66,14 @@ def convert_to_tflite(features_model: Any, size: int) -> bytes:
         return converter.convert()
 
 
-def cached_tflite(features_model: Any, size: int, cache_root: Path, key: str) -> tuple[bytes, float]:
-    """The converted backbone from the cache, else converted now and cached. (bytes, seconds)."""
+def cached_tflite(features_model: Any, size: int, cache_root: Path, key: str, function: Any = None) -> tuple[bytes, float]:
+    """The converted backbone from the cache, else converted now (through `function`, see
+    `convert_to_tflite`) and cached. (bytes, seconds)."""
     path = cache_root / "backbones" / f"{key}.tflite"
     if path.is_file():
         return path.read_bytes(), 0.0
     start = time.perf_counter()
-    data = convert_to_tflite(features_model, size)
+    data = convert_to_tflite(features_model, size, function)
     seconds = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(path, data, durable=False)  # recomputable: no fsync

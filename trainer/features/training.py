@@ -13,7 +13,7 @@ from trainer import model as model_lib
 from trainer.config import TrainOptions, default_cache_dir
 from trainer.dataset import Dataset, Sample
 from trainer.features.cache import FeatureCache, model_key
-from trainer.features.decoder import Job
+from trainer.features.decoder import EarlyDecoder, Job
 from trainer.features.engine_choice import choose_engine
 from trainer.features.extract import PassStats, extract
 from trainer.features.views import CLEAN_VIEW, view_names
@@ -36,11 +36,13 @@ class FeatureRows:
 
 
 def feature_pass(
-    options: TrainOptions, dataset: Dataset, augment_val: bool, classifier: Any, digest: str, threads: int, reporter: Reporter
+    options: TrainOptions, dataset: Dataset, augment_val: bool, classifier: Any, digest: str, threads: int, reporter: Reporter,
+    early: EarlyDecoder | None = None,
 ) -> tuple[Features, PassStats, Dataset]:
     """Features of every image (augmented views for those that may train), and the
     dataset without the images that could not be decoded. `augment_val`: val images will
-    join train (no per-class validation), so they get augmented views too."""
+    join train (no per-class validation), so they get augmented views too. `early`: the
+    decoding of these jobs, started before the backbone existed (`early_decoder`)."""
     size = options.model.image_size
     key = model_key(options.model.backbone.value, options.model.alpha, size, options.model.resize.value, digest)
     cache_root = options.runtime.cache_dir or default_cache_dir()
@@ -52,9 +54,17 @@ def feature_pass(
         return choose_engine(features_model, size, options.runtime.engine, cache_root, key, probe, threads, batch=4)
 
     with reporter.task("features", len(jobs), "images") as advance:
-        features, failures, stats = extract(jobs, cache, make_engine, size, options.model.resize, threads, on_image=advance)
+        features, failures, stats = extract(jobs, cache, make_engine, size, options.model.resize, threads, on_image=advance, early=early)
     report_pass(reporter, "features", failures, stats)
     return features, stats, dataset.without(failures)
+
+
+def early_decoder(options: TrainOptions, dataset: Dataset, augment_val: bool) -> EarlyDecoder:
+    """Start decoding the images of `feature_pass` now, while TensorFlow imports (the pass
+    needs the backbone to know which features are cached); stop it when the import is
+    done, close it after the pass."""
+    jobs = view_jobs(dataset, augment_val, options.hyper.augment_views, options.seed)
+    return EarlyDecoder(jobs, options.model.image_size, options.model.resize)
 
 
 def view_jobs(dataset: Dataset, augment_val: bool, augment_views: int, seed: int) -> list[Job]:

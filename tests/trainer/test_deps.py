@@ -1,0 +1,77 @@
+"""TensorFlow imported on a background thread (trainer.deps.import_in_background): the
+waiting caller gets the module, or the failure as if it had imported it itself. Each case
+runs in a fresh interpreter (this one has TensorFlow imported already)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from tledge_paths import ROOT
+
+BLOCK = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras'):
+            raise {error}(f'{{name}} blocked by the test')
+        return None
+sys.meta_path.insert(0, Block())
+"""
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    env_code = "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n" + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", env_code], cwd=ROOT, capture_output=True, text=True, timeout=180)
+
+
+def test_background_import_hands_over_tensorflow_and_keras() -> None:
+    result = run_python(
+        """
+        import sys, threading
+        from trainer.deps import import_in_background, require_keras, require_tensorflow
+        import_in_background()
+        started = any(t.name == 'tledge-import-tensorflow' for t in threading.enumerate()) or 'keras' in sys.modules
+        tf = require_tensorflow('tledge train')
+        keras = require_keras('tledge train')
+        assert started
+        assert tf is sys.modules['tensorflow'] and keras.layers.Dense(2) is not None
+        assert not any(t.name == 'tledge-import-tensorflow' for t in threading.enumerate())
+        print('ok')
+        """
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
+
+
+def test_a_failed_background_import_is_the_install_hint_in_the_waiting_thread() -> None:
+    result = run_python(
+        BLOCK.format(error="ImportError")
+        + """
+from edge.errors import MissingExtraError
+from trainer.deps import import_in_background, require_tensorflow
+import_in_background()
+try:
+    require_tensorflow('tledge train')
+except MissingExtraError as exc:
+    print(exc)
+"""
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'tledge train needs the \'train\' extra' in result.stdout and 'pip install "tledge[train]"' in result.stdout
+
+
+def test_another_failure_of_the_background_import_is_raised_as_itself() -> None:
+    result = run_python(
+        BLOCK.format(error="RuntimeError")
+        + """
+from trainer.deps import import_in_background, require_tensorflow
+import_in_background()
+try:
+    require_tensorflow('tledge train')
+except RuntimeError as exc:
+    print('raised:', exc)
+"""
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "raised: keras blocked by the test" in result.stdout
