@@ -86,23 +86,37 @@ def test_float_side_from_features_matches_the_keras_head():
     assert head_float_top(model, {k: v for k, v in vectors.items() if k != "t0.jpg"}, splits) is None
 
 
-def test_train_export_is_one_command_and_verifies_from_the_features(synthetic_dataset, tmp_path):
+@pytest.mark.parametrize("calibrator", [None, "litert"])
+def test_train_export_is_one_command_and_verifies_from_the_features(synthetic_dataset, tmp_path, calibrator):
     from edge.cli import app
 
     runner = CliRunner()
     args = ["train", str(synthetic_dataset), "--out", str(tmp_path / "runs"), "--alpha", "0.35", "--image-size", "48",
             "--weights", "none", "--epochs", "2", "--cache", "memory", "--engine", "keras", "--json",
             "--export", "--quantize", "--calibration-images", "40", "--bundle-out", str(tmp_path / "bundle"), "--accept-drop"]
-    result = runner.invoke(app, args)
+    if calibrator:
+        args += ["--calibrator", calibrator]
+    result = runner.invoke(app, args, env={"TLEDGE_CALIBRATOR": ""})
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert Path(out["run"]["run_dir"]).is_dir() and out["export"]["bundle"] == str(tmp_path / "bundle")
     report = out["export"]
     assert report["quantization"] == "int8" and report["calibration_images"] == 40
     assert report["float_side"] == "features+head"
+    assert report["calibrator"] == (calibrator or "tensorflow")
     # the float side from features + head gives the training run's own val accuracy
     assert report["splits"]["val"]["float_accuracy"] == pytest.approx(out["run"]["val_accuracy"])
     assert {p.name for p in (tmp_path / "bundle").iterdir()} >= {"model.tflite", "labels.txt", "manifest.json", "report.json"}
+
+
+def test_an_unknown_calibrator_stops_train_export_before_training(synthetic_dataset, tmp_path):
+    from edge.cli import app
+
+    args = ["train", str(synthetic_dataset), "--out", str(tmp_path / "runs"), "--export", "--quantize"]
+    result = CliRunner().invoke(app, args, env={"TLEDGE_CALIBRATOR": "xnnpack"})
+    assert result.exit_code == 2
+    assert "xnnpack" in result.output and "TLEDGE_CALIBRATOR" in result.output
+    assert not (tmp_path / "runs").exists()
 
 
 def test_export_flags_without_export_are_a_usage_error(synthetic_dataset, tmp_path):

@@ -12,7 +12,7 @@ import typer
 from edge.choices import ResizePolicy
 from trainer.cli.options import DataRootOpt, VerboseOpt
 from trainer.config import Backbone, CacheMode, Distribute, FeatureEngine
-from trainer.export.options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, IOType, QuantizationMode
+from trainer.export.options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, CalibratorKind, IOType, QuantizationMode
 
 
 def _options(**kw: Any) -> Any:
@@ -98,6 +98,7 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         mode: Optional[QuantizationMode] = typer.Option(None, "--mode", help="With --export: int8 | float16 | dynamic | float32 (default: int8 with --quantize, else float32)."),
         io: Optional[IOType] = typer.Option(None, "--io", help="With --export, int8 models: uint8 (raw pixels, default) or int8 input/output."),
         calibration_images: int = typer.Option(DEFAULT_CALIBRATION_IMAGES, min=1, help="With --export, int8: training images used to calibrate ranges."),
+        calibrator: Optional[CalibratorKind] = typer.Option(None, "--calibrator", help="With --export, int8: tensorflow or litert (as in export). Default: $TLEDGE_CALIBRATOR, else tensorflow."),
         bundle_out: Optional[Path] = typer.Option(None, "--bundle-out", help="With --export: bundle folder (default: models/<run name>)."),
         force: bool = typer.Option(False, "--force", help="With --export: replace an existing bundle."),
         max_drop: float = typer.Option(DEFAULT_MAX_DROP, min=0.0, help="With --export: largest accepted accuracy drop, in points (val + test)."),
@@ -108,7 +109,7 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         from trainer.deps import import_in_background
         from trainer.quiet import quiet_command
 
-        export_options = _export_options(export, quantize, mode, io, calibration_images, bundle_out, force, max_drop, accept_drop)
+        export_options = _export_options(export, quantize, mode, io, calibration_images, calibrator, bundle_out, force, max_drop, accept_drop)
         options = _options(**locals())
         with quiet_command(verbose):
             # TensorFlow loads on a thread while train() scans the data and starts decoding
@@ -156,22 +157,30 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
 
 def _export_options(
     export: bool, quantize: bool, mode: QuantizationMode | None, io: IOType | None, calibration_images: int,
-    bundle_out: Path | None, force: bool, max_drop: float, accept_drop: bool,
+    calibrator: CalibratorKind | None, bundle_out: Path | None, force: bool, max_drop: float, accept_drop: bool,
 ) -> Any:
     """The `ExportOptions` of `train --export`, or None without --export (export flags
     without --export are a usage error: they would silently do nothing)."""
     from trainer.cli.export import choose_mode
-    from trainer.export.options import ExportOptions
+    from trainer.errors import ExportError
+    from trainer.export.options import ExportOptions, resolve_calibrator
 
     if not export:
         given = [flag for flag, on in (("--quantize", quantize), ("--mode", mode is not None), ("--io", io is not None),
-                                       ("--bundle-out", bundle_out is not None), ("--force", force), ("--accept-drop", accept_drop)) if on]
+                                       ("--calibrator", calibrator is not None), ("--bundle-out", bundle_out is not None), ("--force", force),
+                                       ("--accept-drop", accept_drop)) if on]
         if given:
             raise typer.BadParameter(f"{', '.join(given)} only apply with --export; add --export or drop them", param_hint="--export")
         return None
+    quantization = choose_mode(quantize, mode, io)
+    if quantization is QuantizationMode.INT8:
+        try:  # $TLEDGE_CALIBRATOR too: a bad value ends the command before training, not after it
+            resolve_calibrator(calibrator)
+        except ExportError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--calibrator") from None
     return ExportOptions(
-        quantization=choose_mode(quantize, mode, io), io_type=io or IOType.UINT8, calibration_images=calibration_images,
-        out=bundle_out, force=force, max_drop=max_drop, accept_drop=accept_drop,
+        quantization=quantization, io_type=io or IOType.UINT8, calibration_images=calibration_images,
+        calibrator=calibrator, out=bundle_out, force=force, max_drop=max_drop, accept_drop=accept_drop,
     )
 
 
