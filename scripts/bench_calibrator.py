@@ -291,17 +291,22 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/tledge-bench-calibrator"))
     parser.add_argument("--weights", type=Path, default=Path(os.environ.get("TLEDGE_WEIGHTS") or WEIGHTS))
+    parser.add_argument("--run", type=Path, help="export: time this run's export instead of the stand-in's (e.g. a clothing-small run)")
+    parser.add_argument("--key", help="the result file's key for this part (default: the part's name)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.part == "guard":
         part = part_guard(args.work, args.weights, args.seeds, args.noise)
+    elif args.part == "export" and args.run:
+        run_dir, bench = args.run.resolve(), Bench(ROOT, args.run, args.work, args.weights)  # Bench's data is unused by export
+        part = part_export(run_dir, bench, args.work, args.repeat)
     else:
         run_dir, bench = standin_run(args.work, args.weights)
         part = part_calibration(run_dir, args.repeat) if args.part == "calibration" else part_export(run_dir, bench, args.work, args.repeat)
     part["command"] = "scripts/bench_calibrator.py " + " ".join(sys.argv[1:])
     result = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
-    result[args.part] = part
+    result[args.key or args.part] = part
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(part, indent=2))
 
