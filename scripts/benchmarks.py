@@ -186,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         for section in SECTIONS:  # JSON written by a script run outside this command
             if cite(section.json_name):
                 path = report.RESULTS / f"{section.json_name}.json"
-                runs[section.name] = {"command": f"{section.script} (run on its own; its flags were not recorded)", "rc": 0, "finished_utc": _utc(path.stat().st_mtime)}
+                recorded = _read_json(path)
+                command = recorded.get("command") if isinstance(recorded, dict) else None  # the scripts that record their own
+                runs[section.name] = {"command": f"{command} (run on its own)" if command else f"{section.script} (run on its own; its flags were not recorded)",
+                                      "rc": 0, "finished_utc": _utc(path.stat().st_mtime)}
         cite(report.MORE_EPOCHS)
         _write_atomic(RUNS_JSON, json.dumps(runs, indent=2) + "\n")
     results = {s.name: _read_json(report.RESULTS / f"{s.json_name}.json") for s in SECTIONS}
