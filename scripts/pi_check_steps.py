@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -266,7 +267,8 @@ class Device:
         self.add("install_serve", "PASS" if ok else "FAIL", "pip install tledge[serve]: " + ", ".join(f"{k} {v['version']}" for k, v in sorted(chosen.items())) if ok else _tail(res["stderr"], 300))
 
     def step_serve(self) -> None:
-        env = dict(os.environ, TLEDGE_TOKEN="pi-check-secret")
+        token = secrets.token_urlsafe(24)  # the live view refuses tokens under 16 characters
+        env = dict(os.environ, TLEDGE_TOKEN=token)
         cmd = [self.tledge, "run", str(self.inp / "bundle"), "--source", str(self.inp / "video_x86.avi"), "--loop", "--serve", "127.0.0.1:0", "--display", "off", "--no-json"]
         err_path = self.out / "serve.stderr"
         with err_path.open("w") as err:
@@ -277,7 +279,7 @@ class Device:
             while time.monotonic() < deadline and proc.poll() is None:
                 match = re.search(r"live view: (http://127\.0\.0\.1:\d+/)", err_path.read_text())
                 if match:
-                    answer, detail = _get_latest(match.group(1) + "api/latest", "pi-check-secret")
+                    answer, detail = _get_latest(match.group(1) + "api/latest", token)
                     if answer is not None:
                         break
                 time.sleep(2)
