@@ -54,6 +54,10 @@ def test_markdown_reports_ratios_fidelity_and_goals() -> None:
     assert "| `tledge export --quantize` | 55.0 | 11.0 | 5.00x |" in text
     assert "| 70.0 | 20.0 | 3.50x | 80.0 | 22.0 |" in text
     assert "| export: conversion_s | 10.0 | 4.0 |" in text
-    assert "| 10 epochs | 61.0 | 100.0 | 95.0% | 6.1x (tledge val acc 98.0%) |" in text
+    assert "| 10 epochs | 61.0 | 100.0 | 95.0% | 6.1x (tledge val acc 98.0%) | n/a |" in text
+    result["summary"].update(recipe_10_vs_after_train_backbone_cached=8.7, after_one_command_backbone_cached_wall_s=18.0)
+    text = bench.markdown(result)
+    assert "| 10 epochs | 61.0 | 100.0 | 95.0% | 6.1x (tledge val acc 98.0%) | 8.7x |" in text
+    assert "| one command, new data, backbone already converted | | 18.0 |" in text
     assert "| after_int8 | 64 | - | keras | 99.50% | 0.0 |" in text
     assert "| photos_to_bundle_under_30_s | yes |" in text

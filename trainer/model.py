@@ -123,7 +123,7 @@ def build_backbone(options: ModelOptions) -> BuiltBackbone:
         return _finish(_construct(spec, options, None), "none")
     if kind is WeightsKind.FILE:
         return _finish(_from_file(spec, options, options.weights.path), str(options.weights.path))
-    cached = _cached_imagenet_file(spec, options)
+    cached = cached_imagenet_file(spec, options)
     if cached is not None:  # Keras' own cache; any input size loads by path
         return _finish(_from_file(spec, options, cached), "imagenet")
     try:
@@ -164,7 +164,7 @@ def _from_file(spec: BackboneSpec, options: ModelOptions, path: Path | None) -> 
     return model
 
 
-def _cached_imagenet_file(spec: BackboneSpec, options: ModelOptions) -> Path | None:
+def cached_imagenet_file(spec: BackboneSpec, options: ModelOptions) -> Path | None:
     """Keras' cached file for this size, else the one for 224 px (same weights)."""
     folder = keras_models_dir()
     for size in (options.image_size, 224):

@@ -28,6 +28,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -239,10 +240,27 @@ def _write_history_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     write_text(path, buffer.getvalue())
 
 
-def _write_files(folder: Path, final: Path, record: RunRecord, save_model: Callable[[Path], None]) -> dict[str, Any]:
+def _write_pictures(folder: Path, record: RunRecord) -> None:
     from trainer.plots import plot_confusion, plot_history
 
-    save_model(folder / MODEL_NAME)
+    plot_history(list(record.history), folder / "learning_curves.png")
+    for split in ("val", "test"):
+        if record.metrics.get(split):
+            plot_confusion(record.metrics[split]["confusion_matrix"], record.labels, folder / f"confusion_{split}.png", f"{record.name}: {split} confusion matrix")
+
+
+def _write_files(folder: Path, final: Path, record: RunRecord, save_model: Callable[[Path], None]) -> dict[str, Any]:
+    # The pictures (matplotlib's import and rendering, most of a second) are drawn on a
+    # thread while the model is saved: the training machine's other core is idle here.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tledge-plots") as pool:
+        pictures = pool.submit(_write_pictures, folder, record)
+        save_model(folder / MODEL_NAME)
+        _write_records(folder, record)
+        pictures.result()  # re-raises a failure to write them
+    return {"run_dir": str(final), **record.summary}
+
+
+def _write_records(folder: Path, record: RunRecord) -> None:
     write_text(folder / LABELS_NAME, "\n".join(record.labels) + "\n")
     run = {
         "tledge_version": record.version,
@@ -263,11 +281,6 @@ def _write_files(folder: Path, final: Path, record: RunRecord, save_model: Calla
     write_json(folder / "data_report.json", record.data_report)
     write_json(folder / "metrics.json", record.metrics)
     _write_history_csv(folder / "history.csv", record.history)
-    plot_history(list(record.history), folder / "learning_curves.png")
-    for split in ("val", "test"):
-        if record.metrics.get(split):
-            plot_confusion(record.metrics[split]["confusion_matrix"], record.labels, folder / f"confusion_{split}.png", f"{record.name}: {split} confusion matrix")
-    return {"run_dir": str(final), **record.summary}
 
 
 def write_run(out_dir: str | os.PathLike[str], record: RunRecord, save_model: Callable[[Path], None], started: float) -> tuple[Path, dict[str, Any]]:

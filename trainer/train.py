@@ -40,7 +40,9 @@ from trainer.deps import require_keras
 from trainer.distribute import choose_strategy
 from trainer.evaluate import classification_metrics
 from trainer.evaluation_plan import EvalMode, EvalPlan, merge_val_into_train, plan_evaluation
-from trainer.features.training import MAX_LISTED, FeatureRows, early_decoder, feature_pass, feature_rows
+from trainer.building import BackgroundBuild, build_classifier
+from trainer.features.prepared import prepared_backbone, record_digest
+from trainer.features.training import ENGINE_BATCH, MAX_LISTED, FeatureRows, early_decoder, feature_pass, feature_rows
 from trainer.features.views import CLEAN_VIEW
 from trainer.fine_tune import CutPass, cut_pass, run_stage, top_data
 from trainer.fine_tune import evaluate_top
@@ -96,7 +98,12 @@ def _scan(options: TrainOptions, threads: int, reporter: Reporter) -> Dataset:
 
 def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResult:
     """Train a classifier as `options` say and write its run directory. Never mutates `options`."""
-    reporter = reporter or Reporter(quiet=options.runtime.quiet)
+    return _train(options, reporter or Reporter(quiet=options.runtime.quiet), use_prepared=True)
+
+
+def _train(options: TrainOptions, reporter: Reporter, use_prepared: bool) -> TrainResult:
+    """`train`; `use_prepared`: the features may come from the cached TFLite backbone
+    before the classifier is built (trainer.features.prepared)."""
     start = time.perf_counter()
     threads = options.runtime.threads or os.cpu_count() or 1
     timings: dict[str, float] = {}
@@ -111,25 +118,32 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResul
 
     augment_val = plan_evaluation(dataset).mode is not EvalMode.VAL  # val may join train: augment it too
     fine_tune = options.hyper.fine_tune.enabled and not augment_val  # fine-tuning needs val to select by
-    # The feature pass's images start decoding now, on one thread, while TensorFlow imports.
-    with nullcontext() if fine_tune else early_decoder(options, dataset, augment_val) as early:
-        keras = require_keras("tledge train")
-        if early is not None:
-            early.stop()  # the backbone build needs the CPU now; the pass decodes the rest
-        keras.utils.set_random_seed(options.seed)
-        tick = time.perf_counter()
-        backbone = model_lib.build_backbone(options.model)
-        if backbone.warning:
-            reporter.warn(backbone.warning)
-        classifier = model_lib.build_classifier(backbone, options.model, len(dataset.labels))
-        timings["build_s"] = time.perf_counter() - tick
-
-        cut: CutPass | None = None
-        if fine_tune:
-            cut, dataset = cut_pass(options, dataset, augment_val, classifier, backbone.digest, threads, reporter)
-            features, stats = cut.features(), cut.stats
-        else:
-            features, stats, dataset = feature_pass(options, dataset, augment_val, classifier, backbone.digest, threads, reporter, early)
+    cut: CutPass | None = None
+    prepared = prepared_backbone(options, threads, ENGINE_BATCH) if use_prepared and not fine_tune else None
+    if prepared is not None:  # TFLite features at once; the classifier builds on a thread
+        pending = BackgroundBuild(options, len(dataset.labels))
+        try:
+            features, stats, dataset = feature_pass(options, dataset, augment_val, None, prepared.digest, threads, reporter, engine=prepared.engine)
+        except BaseException:
+            pending.cancel()
+            raise
+    else:
+        # The feature pass's images start decoding now, on one thread, while TensorFlow imports.
+        with nullcontext() if fine_tune else early_decoder(options, dataset, augment_val) as early:
+            require_keras("tledge train")
+            if early is not None:
+                early.stop()  # the backbone build needs the CPU now; the pass decodes the rest
+            tick = time.perf_counter()
+            backbone, classifier = build_classifier(options, len(dataset.labels))
+            timings["build_s"] = time.perf_counter() - tick
+            record_digest(options, backbone.digest)
+            if backbone.warning:
+                reporter.warn(backbone.warning)
+            if fine_tune:
+                cut, dataset = cut_pass(options, dataset, augment_val, classifier, backbone.digest, threads, reporter)
+                features, stats = cut.features(), cut.stats
+            else:
+                features, stats, dataset = feature_pass(options, dataset, augment_val, classifier, backbone.digest, threads, reporter, early)
     timings["features_s"] = stats.seconds
     plan = plan_evaluation(dataset)  # again: undecodable images may have emptied a class's val
     if plan.mode is not EvalMode.VAL:
@@ -139,8 +153,21 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResul
     strategy = choose_strategy(options.runtime.distribute)
     rows = {s: feature_rows(dataset.splits[s], features, clean_only=s != "train") for s in ("train", "val", "test")}
     tick = time.perf_counter()
-    fitted = fit_head(options, rows, len(dataset.labels), strategy, reporter)
+    # With a prepared backbone, the classifier's graph builds beside the head's epochs.
+    try:
+        fitted = fit_head(options, rows, len(dataset.labels), strategy, reporter, pending.start_graph if prepared else None)
+    except BaseException:
+        if prepared is not None:
+            pending.cancel()
+        raise
     timings["head_s"] = time.perf_counter() - tick
+    if prepared is not None:
+        backbone, classifier = pending.result()
+        timings["build_wait_s"] = pending.wait_s
+        if backbone.digest != prepared.digest:  # the record is wrong: start again the ordinary way
+            prepared.forget()
+            reporter.warn("the cached backbone did not match the weights file; computing the features again")
+            return _train(options, reporter, use_prepared=False)
     model_lib.copy_head(fitted.head, classifier)
     history = list(fitted.history)
 

@@ -112,10 +112,11 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         export_options = _export_options(export, quantize, mode, io, calibration_images, calibrator, bundle_out, force, max_drop, accept_drop)
         options = _options(**locals())
         with quiet_command(verbose):
+            from trainer.train import train as run_training  # first: no import-lock contention with the thread
+
             # TensorFlow loads on a thread while train() scans the data and starts decoding
             # its images; train() waits for it (and gives the install hint if it is missing).
             import_in_background()
-            from trainer.train import train as run_training
 
             result = run_training(options)
             if export_options is not None:

@@ -53,6 +53,11 @@ def _choice_path(cache_root: Path, key: str, threads: int) -> Path:
     return cache_root / "backbones" / f"{key}.engine-t{threads}.json"
 
 
+def cached_engine_choice(cache_root: Path, key: str, threads: int) -> dict[str, Any] | None:
+    """The engine choice recorded for this backbone and thread count, or None."""
+    return _cached_choice(_choice_path(cache_root, key, threads))
+
+
 def _cached_choice(path: Path) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))

@@ -66,10 +66,15 @@ def convert_to_tflite(features_model: Any, size: int, function: Any = None) -> b
         return converter.convert()
 
 
+def cached_tflite_path(cache_root: Path, key: str) -> Path:
+    """Where the converted backbone of cache key `key` is kept."""
+    return cache_root / "backbones" / f"{key}.tflite"
+
+
 def cached_tflite(features_model: Any, size: int, cache_root: Path, key: str, function: Any = None) -> tuple[bytes, float]:
     """The converted backbone from the cache, else converted now (through `function`, see
     `convert_to_tflite`) and cached. (bytes, seconds)."""
-    path = cache_root / "backbones" / f"{key}.tflite"
+    path = cached_tflite_path(cache_root, key)
     if path.is_file():
         return path.read_bytes(), 0.0
     start = time.perf_counter()

@@ -14,7 +14,7 @@ from trainer.config import TrainOptions, default_cache_dir
 from trainer.dataset import Dataset, Sample
 from trainer.features.cache import FeatureCache, model_key
 from trainer.features.decoder import EarlyDecoder, Job
-from trainer.features.engine_choice import choose_engine
+from trainer.features.engine_choice import EngineChoice, choose_engine
 from trainer.features.extract import PassStats, extract
 from trainer.features.views import CLEAN_VIEW, view_names
 from trainer.progress import Reporter
@@ -35,23 +35,31 @@ class FeatureRows:
     clean: np.ndarray  # (rows,) bool: the row is the image's clean view
 
 
+#: Images per interpreter call of the TFLite feature engine.
+ENGINE_BATCH = 4
+
+
 def feature_pass(
     options: TrainOptions, dataset: Dataset, augment_val: bool, classifier: Any, digest: str, threads: int, reporter: Reporter,
-    early: EarlyDecoder | None = None,
+    early: EarlyDecoder | None = None, engine: EngineChoice | None = None,
 ) -> tuple[Features, PassStats, Dataset]:
     """Features of every image (augmented views for those that may train), and the
     dataset without the images that could not be decoded. `augment_val`: val images will
     join train (no per-class validation), so they get augmented views too. `early`: the
-    decoding of these jobs, started before the backbone existed (`early_decoder`)."""
+    decoding of these jobs, started before the backbone existed (`early_decoder`).
+    `engine`: an engine ready to run (trainer.features.prepared; `classifier` may then be
+    None), else one is chosen for the Keras `classifier`'s feature model."""
     size = options.model.image_size
     key = model_key(options.model.backbone.value, options.model.alpha, size, options.model.resize.value, digest)
     cache_root = options.runtime.cache_dir or default_cache_dir()
     cache = FeatureCache(options.runtime.cache, cache_root, key)
-    features_model = model_lib.feature_model(classifier)
     jobs = view_jobs(dataset, augment_val, options.hyper.augment_views, options.seed)
 
-    def make_engine(probe: np.ndarray) -> Any:
-        return choose_engine(features_model, size, options.runtime.engine, cache_root, key, probe, threads, batch=4)
+    def make_engine(probe: np.ndarray) -> EngineChoice:
+        if engine is not None:
+            return engine
+        features_model = model_lib.feature_model(classifier)
+        return choose_engine(features_model, size, options.runtime.engine, cache_root, key, probe, threads, batch=ENGINE_BATCH)
 
     with reporter.task("features", len(jobs), "images") as advance:
         features, failures, stats = extract(jobs, cache, make_engine, size, options.model.resize, threads, on_image=advance, early=early)

@@ -1,0 +1,138 @@
+"""A run on weights a previous run has seen computes its features on the cached TFLite
+backbone before TensorFlow is imported, and builds the Keras classifier beside the head
+(trainer.features.prepared, trainer.building). Its results are those of the ordinary path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import CancelledError
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from train_helpers import colour_dataset, tiny_options
+
+from trainer.building import BackgroundBuild
+from trainer.config import FeatureEngine, TrainOptions, WeightsKind, WeightsSpec
+from trainer.features.prepared import prepared_backbone
+from trainer.train import train
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A no-top weights file for the tiny backbone (random weights, saved like ImageNet's)."""
+    import keras
+
+    path = tmp_path_factory.mktemp("weights") / "tiny_no_top.weights.h5"
+    keras.utils.set_random_seed(3)
+    keras.applications.MobileNetV2(input_shape=(48, 48, 3), alpha=0.35, include_top=False, weights=None).save_weights(str(path))
+    return path
+
+
+def options_for(tmp_path: Path, weights: Path, out: str) -> TrainOptions:
+    data = tmp_path / "data"
+    if not data.is_dir():
+        colour_dataset(data, {"red": 10, "green": 10, "blue": 10})
+    options = tiny_options(data, tmp_path / out, cache_dir=tmp_path / "cache", split=(0.3, 0.0), epochs=3)
+    return replace(
+        options,
+        model=replace(options.model, weights=WeightsSpec(WeightsKind.FILE, weights)),
+        runtime=replace(options.runtime, engine=FeatureEngine.AUTO),
+    )
+
+
+THREADS = os.cpu_count() or 1  # train()'s default thread count: the engine choice is kept per count
+
+
+def pin_tflite_choice(cache: Path) -> None:
+    """Make the cached engine choice TFLite (on a machine where the tiny model ran faster
+    on Keras, AUTO chose Keras, and nothing would be prepared)."""
+    for path in (cache / "backbones").glob("*.engine-t*.json"):
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "engine": "tflite"}))
+
+
+def run_outputs(run_dir: Path) -> tuple[dict, list[str], np.ndarray]:
+    import keras
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = (run_dir / "history.csv").read_text().splitlines()
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 3)).astype(np.float32)
+    return metrics, history, model.predict(pixels, verbose=0)
+
+
+def test_a_second_run_takes_the_prepared_path_with_the_same_results(tmp_path: Path, weights_file: Path) -> None:
+    options = options_for(tmp_path, weights_file, "runs")
+    assert prepared_backbone(options, 2, 4) is None  # nothing cached yet
+    first = train(options)
+    if json.loads((first.run_dir / "metrics.json").read_text())["features"]["engine"] != "tflite":
+        # AUTO chose Keras here: pin TFLite and run the ordinary path again, so that both
+        # runs compared below computed their features on the same engine.
+        pin_tflite_choice(tmp_path / "cache")
+        shutil.rmtree(tmp_path / "cache" / "features")
+        for record in (tmp_path / "cache" / "backbones" / "sources").glob("*.json"):
+            record.unlink()
+        first = train(replace(options, out_dir=tmp_path / "runs1"))
+    first_metrics, first_history, first_probs = run_outputs(first.run_dir)
+    assert first_metrics["features"]["engine"] == "tflite"
+    assert "build_s" in first_metrics["timings"] and "build_wait_s" not in first_metrics["timings"]
+    assert prepared_backbone(options, THREADS, 4) is not None
+
+    # A cold feature cache (it would otherwise answer everything), the same backbone records.
+    shutil.rmtree(tmp_path / "cache" / "features")
+    second = train(replace(options, out_dir=tmp_path / "runs2"))
+    second_metrics, second_history, second_probs = run_outputs(second.run_dir)
+    assert "build_wait_s" in second_metrics["timings"] and "build_s" not in second_metrics["timings"]
+    assert second_metrics["features"]["views_computed"] == first_metrics["features"]["views_computed"] > 0
+    assert second_metrics["features"]["engine"] == "tflite"
+    assert second_history == first_history
+    assert second_metrics["val"] == first_metrics["val"]
+    np.testing.assert_array_equal(second_probs, first_probs)
+
+
+def test_a_record_that_does_not_match_the_built_backbone_is_dropped(tmp_path: Path, weights_file: Path) -> None:
+    options = options_for(tmp_path, weights_file, "runs")
+    first = train(options)
+    pin_tflite_choice(tmp_path / "cache")
+    records = list((tmp_path / "cache" / "backbones" / "sources").glob("*.json"))
+    assert len(records) == 1
+    # A record pointing at another backbone's converted copy: here, the same copy under a
+    # wrong digest, so that the prepared path runs and the built digest disagrees.
+    real = json.loads(records[0].read_text())["digest"]
+    backbones = tmp_path / "cache" / "backbones"
+    from trainer.features.cache import model_key
+
+    m = options.model
+    right, wrong = (model_key(m.backbone.value, m.alpha, m.image_size, m.resize.value, d) for d in (real, "0" * 64))
+    (backbones / f"{wrong}.tflite").write_bytes((backbones / f"{right}.tflite").read_bytes())
+    for choice in backbones.glob(f"{right}.engine-t*.json"):
+        (backbones / choice.name.replace(right, wrong)).write_bytes(choice.read_bytes())
+    records[0].write_text(json.dumps({"digest": "0" * 64}))
+
+    shutil.rmtree(tmp_path / "cache" / "features")
+    second = train(replace(options, out_dir=tmp_path / "runs2"))
+    assert any("did not match" in w for w in second.warnings)
+    assert json.loads(records[0].read_text())["digest"] == real  # written again by the ordinary path
+    timings = json.loads((second.run_dir / "metrics.json").read_text())["timings"]
+    assert "build_s" in timings  # the run finished on the ordinary path
+
+
+def test_random_weights_and_an_engine_named_are_never_prepared(tmp_path: Path, weights_file: Path) -> None:
+    options = options_for(tmp_path, weights_file, "runs")
+    train(options)
+    pin_tflite_choice(tmp_path / "cache")
+    assert prepared_backbone(options, THREADS, 4) is not None
+    assert prepared_backbone(replace(options, model=replace(options.model, weights=WeightsSpec(WeightsKind.NONE))), THREADS, 4) is None
+    for engine in (FeatureEngine.KERAS, FeatureEngine.TFLITE):
+        assert prepared_backbone(replace(options, runtime=replace(options.runtime, engine=engine)), THREADS, 4) is None
+
+
+def test_a_cancelled_background_build_builds_nothing(tmp_path: Path, weights_file: Path) -> None:
+    pending = BackgroundBuild(options_for(tmp_path, weights_file, "runs"), 3)
+    pending.cancel()
+    with pytest.raises(CancelledError):
+        pending.result()
