@@ -8,6 +8,7 @@ import and raises its failure as if it had imported itself.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import threading
@@ -74,6 +75,20 @@ def _join_background() -> None:
             del sys.modules[name]
         if not isinstance(error, ImportError):
             raise error
+
+
+def check_installed(what: str = "Training") -> None:
+    """Raise `MissingExtraError` at once when TensorFlow or Keras is not installed: finding
+    the packages takes microseconds, importing them seconds (a command can then report
+    the missing extra before anything else without waiting for the import)."""
+    if "tensorflow" in sys.modules and "keras" in sys.modules:
+        return
+    try:
+        missing = any(importlib.util.find_spec(name) is None for name in ("tensorflow", "keras"))
+    except (ImportError, ValueError):  # a finder that refuses the name, or a half-imported module
+        missing = True
+    if missing:
+        raise MissingExtraError("train", what)
 
 
 def require_tensorflow(what: str = "Training") -> ModuleType:

@@ -31,12 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import TledgeError
 from trainer import __version__
 from trainer import model as model_lib
 from trainer.config import TrainOptions
 from trainer.dataset import Dataset, scan
-from trainer.deps import require_keras
+from trainer.deps import check_installed, require_keras
 from trainer.distribute import choose_strategy
 from trainer.evaluate import classification_metrics
 from trainer.evaluation_plan import EvalMode, EvalPlan, merge_val_into_train, plan_evaluation
@@ -108,12 +107,9 @@ def _train(options: TrainOptions, reporter: Reporter, use_prepared: bool) -> Tra
     threads = options.runtime.threads or os.cpu_count() or 1
     timings: dict[str, float] = {}
 
+    check_installed("tledge train")  # a missing training extra is the first thing to fix
     tick = time.perf_counter()  # needs no TensorFlow: overlaps a background import (trainer.deps)
-    try:
-        dataset = _scan(options, threads, reporter)
-    except TledgeError:
-        require_keras("tledge train")  # a missing training extra is still the first thing to fix
-        raise
+    dataset = _scan(options, threads, reporter)
     timings["scan_s"] = time.perf_counter() - tick
 
     augment_val = plan_evaluation(dataset).mode is not EvalMode.VAL  # val may join train: augment it too

@@ -75,3 +75,41 @@ except RuntimeError as exc:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "raised: keras blocked by the test" in result.stdout
+
+
+def test_a_data_mistake_is_reported_without_importing_tensorflow(tmp_path) -> None:
+    """`train` checks that the extra is installed by finding it, not importing it: a
+    mistyped data folder is an instant message, not one after TensorFlow's import."""
+    result = run_python(
+        f"""
+        import sys
+        from pathlib import Path
+        from edge.errors import TledgeError
+        from trainer.config import DataOptions, TrainOptions
+        from trainer.train import train
+        try:
+            train(TrainOptions(data=DataOptions(Path({str(tmp_path / "no-such-folder")!r}))))
+        except TledgeError as exc:
+            print(type(exc).__name__, 'tensorflow' in sys.modules)
+        """
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == ["DataError", "False"], result.stdout + result.stderr
+
+
+def test_a_missing_extra_is_named_before_a_data_mistake(tmp_path) -> None:
+    result = run_python(
+        BLOCK.format(error="ImportError")
+        + f"""
+from pathlib import Path
+from edge.errors import MissingExtraError
+from trainer.config import DataOptions, TrainOptions
+from trainer.train import train
+try:
+    train(TrainOptions(data=DataOptions(Path({str(tmp_path / "no-such-folder")!r}))))
+except MissingExtraError as exc:
+    print(exc)
+"""
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'pip install "tledge[train]"' in result.stdout
