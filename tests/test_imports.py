@@ -68,6 +68,14 @@ def test_training_commands_without_tensorflow_name_the_extra(tmp_path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_export_without_tensorflow_names_the_extra(tmp_path) -> None:
+    (tmp_path / "run").mkdir()
+    result = run_cli_without_tf(["export", str(tmp_path / "run"), "--quantize"])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert 'pip install "tledge[train]"' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_edge_commands_work_without_tensorflow(tmp_path) -> None:
     """`predict` on a bare .tflite with --labels, in a process where TensorFlow cannot be
     imported. The model is made here (TensorFlow is fine in the test process), so this

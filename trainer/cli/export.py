@@ -66,12 +66,11 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
     ) -> None:
         from rich.console import Console
 
-        from trainer.deps import require_tensorflow
+        from trainer.deps import check_installed, import_in_background
         from trainer.quiet import quiet_command
 
         chosen = choose_mode(quantize, mode, io)
-        with quiet_command(verbose):
-            require_tensorflow("tledge export")
+        check_installed("tledge export")
         from trainer.export import CalibrationWarning, ExportOptions
         from trainer.export import export as run_export
         from trainer.export.render import render_report
@@ -86,6 +85,9 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         stdout = Console()
         try:
             with warnings.catch_warnings(), quiet_command(verbose):
+                # TensorFlow loads on a thread while the run is read and its images start
+                # decoding; the exporter waits for it where it first needs it.
+                import_in_background()
                 warnings.simplefilter("ignore", CalibrationWarning)  # shown through `log` instead
                 result = run_export(run_dir, options, log=lambda text: err.print(text, style="dim", highlight=False, markup=False))
         except VerificationFailed as failure:
