@@ -56,6 +56,7 @@ class CalibrationRecord:
     used: CalibratorKind = CalibratorKind.TENSORFLOW
     fallback_reason: str | None = None
     calibrations: int = 0  # calibrate() calls the converter made
+    shards: int = 1  # TensorFlow's calibrator: shards of the samples calibrated at once (trainer.export.calibration_shards)
 
     def fell_back(self, reason: str) -> None:
         self.used = CalibratorKind.TENSORFLOW
