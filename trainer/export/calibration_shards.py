@@ -1,13 +1,13 @@
 """TensorFlow's own int8 calibration, run on several shards of the samples at once.
 
 TensorFlow's calibrator (`tensorflow.lite.python.optimize.calibrator.Calibrator`) logs,
-per tensor, a plain running min and max over every value of every sample
-(`MinMax::Update` in TFLite's calibration logger: ``min = std::min(min, sample_min)``,
-no averaging), and writes them into the float model. So the samples can be split into
-consecutive shards, each calibrated on its own, and the shards' extremes folded in sample
-order: that is exactly the one-pass result, ties between 0.0 and -0.0 included (like
-``std::min``, the fold keeps the earlier shard's value unless a later one is strictly
-smaller). The merged values are written over the first shard's calibrated model, in place,
+per tensor, a plain running min and max over every value of every sample (`MinMax::Update`
+in TFLite's calibration logger: ``min_ = std::min(min_, value)`` per value, NaN values
+skipped, no averaging; every shard starts from the same initial values), and writes them
+into the float model. So the samples can be split into consecutive shards, each calibrated
+on its own, and the shards' extremes folded in sample order: that is exactly the one-pass
+result, ties between 0.0 and -0.0 included (like ``std::min``, the fold keeps the earlier
+shard's value unless a later one is strictly smaller). The merged values are written over the first shard's calibrated model, in place,
 so the file is the one TensorFlow's single pass writes, byte for byte
 (scripts/shard_calibration_check.py, tests/export/test_calibration_shards.py).
 
@@ -20,8 +20,9 @@ runs in this process, through TensorFlow's class.
 Anything this does not cover is left to TensorFlow's single pass, and the record says why:
 several subgraphs, operators with intermediate tensors (LSTM-like), custom-op registerers,
 samples given by signature or name or not as numpy arrays, samples of differing shapes or
-types, too few samples to be worth a process, or a shard that failed (NaN values among
-them: the single pass then raises TensorFlow's own error).
+types, too few samples to be worth a process, a tensor that got a range in one shard
+but not in another (all its values NaN there), or a shard that failed (the single pass then
+raises TensorFlow's own error, if any).
 """
 
 from __future__ import annotations
