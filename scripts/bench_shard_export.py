@@ -15,7 +15,6 @@ Merges its rows under --key into scripts/results/shard_calibration_export.json.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -43,10 +42,9 @@ def one_export(bench: Bench, work: Path, run_dir: Path, label: str, i: int, extr
         for name in extra_env:
             os.environ.pop(name, None)
     report = row["result"]
-    model = (out / "model.tflite").read_bytes()
     return {"side": label, "run": i, "wall_s": row["wall_s"], "cpu_s": row["cpu_s"], "load_avg_1m": row["load_avg_1m"], "stages": row["stages"],
             "calibrator": report.get("calibrator"), "calibrator_shards": report.get("calibrator_shards"),
-            "model_sha256": hashlib.sha256(model).hexdigest(), **fidelity(report)}
+            **fidelity(report)}
 
 
 def main() -> None:
