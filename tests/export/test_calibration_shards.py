@@ -196,3 +196,16 @@ def test_a_bad_shard_count_in_the_environment_is_a_clear_error():
         default_shards({"TLEDGE_CALIBRATION_SHARDS": "0"})
     with pytest.raises(ExportError, match="whole number"):
         default_shards({"TLEDGE_CALIBRATION_SHARDS": "two"})
+
+
+def test_a_worker_that_fails_is_reported_for_the_single_pass(float_model, tmp_path):
+    """A worker that cannot load TensorFlow's calibration module (here: no such file) exits
+    with an error; the caller is told why, and `sharded_calibration` runs the single pass."""
+    from tensorflow.lite.python.optimize import calibrator as tf_calibrator
+
+    from trainer.export.calibration import Unsupported
+    from trainer.export.calibration_shards import calibrate_in_shards
+
+    listed = list(_samples(16)())
+    with pytest.raises(Unsupported, match="a calibration worker failed"):
+        calibrate_in_shards(tf_calibrator.Calibrator(float_model).calibrate, float_model, str(tmp_path / "missing.so"), listed, 2)

@@ -33,6 +33,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,7 +53,10 @@ MIN_SAMPLES_PER_SHARD = 8
 
 _MAX_SAMPLE_BYTES = 1 << 30  # samples are held in memory and copied to the workers: above this, one pass
 _WORKER = Path(__file__).with_name("calibration_worker.py")
-_WORKER_TIMEOUT_S = 600.0  # seconds a worker may take after the first shard is done (a hung one falls back)
+# A worker calibrates as many samples as this process's shard, so after that shard is done
+# it gets twice that time again, and at least this many seconds, before it counts as hung
+# (then the single pass runs).
+_WORKER_GRACE_S = 30.0
 
 Slot = tuple[int, int]  # byte offsets of one tensor's float32 min and max in a calibrated model
 
@@ -193,34 +197,37 @@ def calibrate_in_shards(
         workers = [_start_worker(Path(folder), k, content, wrapper_path, samples[a:b]) for k, (a, b) in enumerate(bounds[1:], 1)]
         try:
             start, stop = bounds[0]
+            began = time.monotonic()
             results = [bytes(first_pass(lambda: iter(samples[start:stop])))]
-            results += [_finish_worker(*worker) for worker in workers]
+            deadline = time.monotonic() + max(_WORKER_GRACE_S, 2 * (time.monotonic() - began))
+            results += [_finish_worker(*worker, deadline) for worker in workers]
         finally:
-            for process, _ in workers:
+            for process, _, _ in workers:
                 if process.poll() is None:  # this pass raised, or a worker hung: it is not needed any more
                     process.kill()
                     process.wait()
     return merge_calibrated(results), len(bounds)
 
 
-def _start_worker(folder: Path, k: int, content: bytes, wrapper_path: str, samples: list[Any]) -> tuple[subprocess.Popen, Path]:
-    given, result = folder / f"shard{k}.pickle", folder / f"shard{k}.tflite"
+def _start_worker(folder: Path, k: int, content: bytes, wrapper_path: str, samples: list[Any]) -> tuple[subprocess.Popen, Path, Path]:
+    given, result, log = folder / f"shard{k}.pickle", folder / f"shard{k}.tflite", folder / f"shard{k}.log"
     given.write_bytes(pickle.dumps((content, samples), protocol=pickle.HIGHEST_PROTOCOL))
     command = [sys.executable, str(_WORKER), wrapper_path, str(given), str(result)]
     try:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with log.open("wb") as stderr:  # a file, not a pipe: TFLite's warnings (one per NaN tensor) never block it
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
     except OSError as exc:
         raise Unsupported(f"a calibration worker could not start: {exc}") from None
-    return process, result
+    return process, result, log
 
 
-def _finish_worker(process: subprocess.Popen, result: Path) -> bytes:
+def _finish_worker(process: subprocess.Popen, result: Path, log: Path, deadline: float) -> bytes:
     try:
-        _, stderr = process.communicate(timeout=_WORKER_TIMEOUT_S)
+        process.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        raise Unsupported(f"a calibration worker took over {_WORKER_TIMEOUT_S:.0f} s") from None
+        raise Unsupported("a calibration worker took over twice as long as this process's shard") from None
     if process.returncode != 0 or not result.is_file():
-        lines = stderr.decode(errors="replace").strip().splitlines() or [f"exit status {process.returncode}"]
+        lines = log.read_text(errors="replace").strip().splitlines() or [f"exit status {process.returncode}"]
         raise Unsupported(f"a calibration worker failed: {lines[-1]}")
     return result.read_bytes()
 
