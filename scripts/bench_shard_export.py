@@ -32,12 +32,12 @@ from bench_photos_to_bundle import WEIGHTS, Bench, fidelity  # noqa: E402
 RESULT = ROOT / "scripts" / "results" / "shard_calibration_export.json"
 
 
-def one_export(bench: Bench, work: Path, run_dir: Path, label: str, i: int, extra_env: dict[str, str]) -> dict[str, Any]:
+def one_export(bench: Bench, work: Path, cache: Path, run_dir: Path, label: str, i: int, extra_env: dict[str, str]) -> dict[str, Any]:
     out = work / f"bundle-shard-{label}-{i}-{int(time.time())}"
     os.environ.pop("TLEDGE_CALIBRATION_SHARDS", None)
     os.environ.update(extra_env)  # Bench.env copies this process's environment
     try:
-        row = bench.export(work / "cache", str(run_dir), out, ["--quantize"])
+        row = bench.export(cache, str(run_dir), out, ["--quantize"])
     finally:
         for name in extra_env:
             os.environ.pop(name, None)
@@ -54,9 +54,12 @@ def main() -> None:
     parser.add_argument("--single-pass-arm", action="store_true", help="also this tree with TLEDGE_CALIBRATION_SHARDS=1")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tledge-bench-calibrator"))
     parser.add_argument("--weights", type=Path, default=Path(os.environ.get("TLEDGE_WEIGHTS") or WEIGHTS))
+    parser.add_argument("--run", type=Path, help="export this run instead of the stand-in's (e.g. a clothing-small run)")
+    parser.add_argument("--cache", type=Path, help="with --run: the feature cache it was trained with ($TLEDGE_CACHE)")
     parser.add_argument("--key", default="standin")
     args = parser.parse_args()
-    run_dir, _ = standin_run(args.work, args.weights)
+    run_dir = args.run.resolve() if args.run else standin_run(args.work, args.weights)[0]
+    cache = args.cache.resolve() if args.cache else args.work / "cache"  # $TLEDGE_CACHE: the float side reads the run's features there
     sides = [("before", Bench(args.before.resolve(), run_dir, args.work, args.weights), {}),
              ("after", Bench(ROOT, run_dir, args.work, args.weights), {})]
     if args.single_pass_arm:
@@ -65,7 +68,7 @@ def main() -> None:
     rows = []
     for i in range(args.repeat):
         for label, bench, env in sides:
-            rows.append(one_export(bench, args.work, run_dir, label, i, env))
+            rows.append(one_export(bench, args.work, cache, run_dir, label, i, env))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     summary = {}
     for label, _, _ in sides:
