@@ -209,3 +209,31 @@ def test_a_worker_that_fails_is_reported_for_the_single_pass(float_model, tmp_pa
     listed = list(_samples(16)())
     with pytest.raises(Unsupported, match="a calibration worker failed"):
         calibrate_in_shards(tf_calibrator.Calibrator(float_model).calibrate, float_model, str(tmp_path / "missing.so"), listed, 2)
+
+
+def test_an_unusable_calibration_image_is_the_exporters_error_not_a_fallback(tiny_model, tmp_path, monkeypatch):
+    """The generator's own ExportError (an image that cannot be decoded) goes straight out,
+    without a second pass over the images."""
+    import cv2
+
+    from trainer.errors import ExportError
+    from trainer.export.convert import convert_detailed, representative_dataset
+    from trainer.export.options import IOType, QuantizationMode
+
+    paths = []
+    for index in range(20):
+        path = tmp_path / f"{index}.png"
+        cv2.imwrite(str(path), np.full((SIZE, SIZE, 3), index * 10, np.uint8))
+        paths.append(str(path))
+    (tmp_path / "19.png").write_bytes(b"not an image")
+    generate = representative_dataset(paths, (SIZE, SIZE), "stretch")
+    passes = []
+
+    def counted():
+        passes.append(1)
+        return generate()
+
+    monkeypatch.setenv("TLEDGE_CALIBRATION_SHARDS", "2")
+    with pytest.raises(ExportError, match="Calibration image unusable"):
+        convert_detailed(tiny_model, QuantizationMode.INT8, IOType.UINT8, counted, False, None)
+    assert len(passes) == 1

@@ -47,8 +47,9 @@ from trainer.export.schema import tflite_schema
 
 __all__ = ["MIN_SAMPLES_PER_SHARD", "SHARDS_ENV", "calibrate_in_shards", "default_shards", "merge_calibrated", "shard_bounds", "sharded_calibration"]
 
-#: Fewest samples a shard gets: a worker costs about 0.1 s to start and a sample about
-#: 0.1 s to calibrate (MobileNetV2 at 224 px), so smaller shards gain little.
+#: Fewest samples a shard gets: a worker costs about 0.2 s before its first sample (Python,
+#: numpy, reading its samples) and a sample about 0.1 s to calibrate (MobileNetV2 at
+#: 224 px), so smaller shards gain little.
 MIN_SAMPLES_PER_SHARD = 8
 
 _MAX_SAMPLE_BYTES = 1 << 30  # samples are held in memory and copied to the workers: above this, one pass
@@ -258,6 +259,8 @@ def _sharded_calibrator_class(base: type, record: CalibrationRecord, shards: int
                 # empty for the single pass, should a shard fail
                 first = base(self._model_content)
                 merged, used = calibrate_in_shards(first.calibrate, self._model_content, _wrapper_path(first), list(dataset_gen()), shards)
+            except ExportError:  # the samples' own error (an unusable calibration image): the same in one pass
+                raise
             except Unsupported as why:
                 record.fell_back(str(why))
                 record.shards = 1
