@@ -34,6 +34,7 @@ def test_quantize_alone_gives_int8_with_uint8_pixel_input(runner, tiny_run, tmp_
     report = _json_line(result.stdout)
     assert report["quantization"] == "int8" and report["io"] == "uint8" and report["bundle"] == str(out)
     assert report["calibrator"] == "litert"  # as asked (the default is tensorflow), and no fallback note
+    assert report["calibrator_shards"] is None  # shards are TensorFlow's calibrator's
     assert not any("TensorFlow's calibrator" in w for w in report["warnings"])
     # Fewer than 32 calibration images: flagged, on stderr and in the report.
     assert "fewer than 32" in result.stderr and any("fewer than 32" in w for w in report["warnings"])
@@ -60,6 +61,17 @@ def test_help_documents_the_modes(runner):
 def test_contradicting_flags_are_usage_errors(runner, tmp_path, args):
     result = runner.invoke(app, ["export", str(tmp_path), *args])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_the_default_calibrator_records_its_shards(runner, tiny_run, tmp_path):
+    """TensorFlow's calibrator, on 2 shards of the 20 images (the single pass's exact ranges)."""
+    out = tmp_path / "bundle"
+    result = runner.invoke(app, ["export", str(tiny_run), "--quantize", "--calibration-images", "20", "--out", str(out),
+                                 "--accept-drop", "--json"], env={"TLEDGE_CALIBRATION_SHARDS": "2", "TLEDGE_CALIBRATOR": ""})
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert (report["calibrator"], report["calibrator_shards"]) == ("tensorflow", 2)
+    assert not any("calibrator" in w for w in report["warnings"])
 
 
 def test_an_unknown_calibrator_in_the_environment_is_a_clear_error(runner, tiny_run, tmp_path):

@@ -21,6 +21,9 @@ writes the ranges the way TensorFlow's calibrator does, and TensorFlow's quantiz
 the rest. Anything this does not cover (several subgraphs, operators with intermediate
 tensors such as LSTM, samples given by signature, NaN values, custom-op registerers) is
 left to TensorFlow's calibrator, and the record says so.
+
+TensorFlow's calibrator itself, the default, runs on shards of the samples at once with
+its single pass's exact result: `trainer.export.calibration_shards`.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class CalibrationRecord:
     used: CalibratorKind = CalibratorKind.TENSORFLOW
     fallback_reason: str | None = None
     calibrations: int = 0  # calibrate() calls the converter made
+    shards: int = 1  # TensorFlow's calibrator: shards of the samples calibrated at once (trainer.export.calibration_shards)
 
     def fell_back(self, reason: str) -> None:
         self.used = CalibratorKind.TENSORFLOW

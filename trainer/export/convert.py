@@ -9,10 +9,11 @@ temporary folder and read it back; that is switched off (the frozen function giv
 same operators, weights and quantization parameters), and `trainer.export.signature`
 adds the serving signature that path would have written.
 
-int8 ranges are measured by TensorFlow's calibrator, or with `CalibratorKind.LITERT` (or
-$TLEDGE_CALIBRATOR=litert) by the edge runtime's interpreter, the same ranges to float
-rounding and several times faster (`trainer.export.calibration`); TensorFlow's quantizer
-does the rest either way.
+int8 ranges are measured by TensorFlow's calibrator, on one shard of the samples per CPU
+at once with the single pass's exact result (`trainer.export.calibration_shards`), or with
+`CalibratorKind.LITERT` (or $TLEDGE_CALIBRATOR=litert) by the edge runtime's interpreter,
+the same ranges to float rounding and several times faster (`trainer.export.calibration`);
+TensorFlow's quantizer does the rest either way.
 
 int8 first corrects the mean shift of int8 weight rounding (`trainer.export.bias_correction`)
 in the model for the conversion only, measured on the calibration images; it raises int8's top-1
@@ -150,6 +151,8 @@ class Converted:
     model: bytes
     calibrator: CalibratorKind | None = None  # None: no calibration (not int8)
     calibrator_note: str | None = None  # why TensorFlow's calibrator ran when LiteRT was asked for
+    calibrator_shards: int | None = None  # TensorFlow's calibrator: shards of the samples calibrated at once
+    shards_note: str | None = None  # why TensorFlow's calibrator ran as one pass (same ranges, slower)
 
 
 def convert(
@@ -193,12 +196,17 @@ def convert_detailed(
             from trainer.export.calibration import litert_calibration
 
             record = stack.enter_context(litert_calibration())
+        elif wanted is CalibratorKind.TENSORFLOW:
+            from trainer.export.calibration_shards import sharded_calibration
+
+            # TensorFlow's own ranges, bit for bit, measured on a shard of the samples per CPU
+            record = stack.enter_context(sharded_calibration())
         raw = _convert(tf, model, mode, io_type, representative)
-    if wanted is None:
+    if wanted is None or record is None:
         return Converted(with_serving_signature(raw))
-    used = record.used if record is not None else CalibratorKind.TENSORFLOW
-    note = record.fallback_reason if record is not None else None
-    return Converted(with_serving_signature(raw), used, note)
+    if wanted is CalibratorKind.TENSORFLOW:
+        return Converted(with_serving_signature(raw), CalibratorKind.TENSORFLOW, None, record.shards, record.fallback_reason)
+    return Converted(with_serving_signature(raw), record.used, record.fallback_reason, 1 if record.fallback_reason else None)
 
 
 def _convert(tf: Any, model: Any, mode: QuantizationMode, io_type: IOType, representative: Any) -> bytes:

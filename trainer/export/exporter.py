@@ -202,6 +202,9 @@ def _finish(
             "bias_correction": options.bias_correction and options.quantization is QuantizationMode.INT8,
             # what measured the int8 ranges: "litert" (trainer/export/calibration.py) or "tensorflow"; null if not int8
             "calibrator": None if converted.calibrator is None else converted.calibrator.value,
+            # TensorFlow's calibrator: how many shards of the calibration images it ran on at
+            # once (the single pass's exact ranges either way); 1 when the single pass ran
+            "calibrator_shards": converted.calibrator_shards,
             "ops": list(summary.ops),
             "tensor_dtypes": list(summary.tensor_dtypes),
             "source_run": facts.source_run,

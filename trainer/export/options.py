@@ -34,7 +34,7 @@ class CalibratorKind(str, Enum):
     """What measures the int8 ranges (trainer/export/calibration.py); the quantizer is TensorFlow's either way."""
 
     LITERT = "litert"  # the edge runtime's interpreter (XNNPACK): TensorFlow's ranges to float rounding, faster
-    TENSORFLOW = "tensorflow"  # TensorFlow's own calibrator (the default): one image at a time, single-threaded
+    TENSORFLOW = "tensorflow"  # TensorFlow's own calibrator (the default), on one shard of the images per CPU (calibration_shards)
 
 
 #: Environment variable that chooses the calibrator when the options do not.
