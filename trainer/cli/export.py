@@ -66,7 +66,7 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
     ) -> None:
         from rich.console import Console
 
-        from trainer.deps import check_installed, import_in_background
+        from trainer.deps import check_installed
         from trainer.quiet import quiet_command
 
         chosen = choose_mode(quantize, mode, io)
@@ -85,9 +85,6 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         stdout = Console()
         try:
             with warnings.catch_warnings(), quiet_command(verbose):
-                # TensorFlow loads on a thread while the run is read and its images start
-                # decoding; the exporter waits for it where it first needs it.
-                import_in_background()
                 warnings.simplefilter("ignore", CalibrationWarning)  # shown through `log` instead
                 result = run_export(run_dir, options, log=lambda text: err.print(text, style="dim", highlight=False, markup=False))
         except VerificationFailed as failure:
