@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_photos_to_bundle import EXPORT_MARKS, WEIGHTS, Bench, export_stages, fidelity, lscpu_model, make_standin, run_timed  # noqa: E402
+from timed_cli import EXPORT_MARKS, WEIGHTS, Bench, export_stages, fidelity, lscpu_model, make_standin, run_timed  # noqa: E402
 
 RESULT = ROOT / "scripts" / "results" / "calibrator_speed.json"
 

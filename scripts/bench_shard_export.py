@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_calibrator import _header, standin_run  # noqa: E402
-from bench_photos_to_bundle import WEIGHTS, Bench, fidelity  # noqa: E402
+from timed_cli import WEIGHTS, Bench, fidelity  # noqa: E402
 
 RESULT = ROOT / "scripts" / "results" / "shard_calibration_export.json"
 

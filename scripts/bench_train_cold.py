@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_photos_to_bundle import CLOTHING, ROOT, WEIGHTS, Bench, lscpu_model, make_standin  # noqa: E402
+from timed_cli import CLOTHING, ROOT, WEIGHTS, Bench, lscpu_model, make_standin  # noqa: E402
 
 #: main when this benchmark was written (before the trainfast branch).
 BASE_REF = "6f35e35"

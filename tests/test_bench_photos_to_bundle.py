@@ -1,5 +1,6 @@
-"""scripts/bench_photos_to_bundle.py's bookkeeping: stages from progress-line times, the
-stand-in dataset's layout, and the tables it renders (no TensorFlow, no timing)."""
+"""The bookkeeping of scripts/bench_photos_to_bundle.py and scripts/timed_cli.py: stages
+from progress-line times, the stand-in dataset's layout, and the tables it renders (no
+TensorFlow, no timing)."""
 
 from __future__ import annotations
 
@@ -12,26 +13,27 @@ from tledge_paths import ROOT
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_photos_to_bundle as bench  # noqa: E402
+import timed_cli  # noqa: E402
 
 
 def test_export_stages_are_the_gaps_between_progress_lines() -> None:
     marks = {"converting": 6.0, "verifying": 20.5, "bundle written": 24.0}
-    assert bench.export_stages(marks, 25.0) == {"start_to_converting_s": 6.0, "conversion_s": 14.5, "verification_s": 3.5, "write_and_exit_s": 1.0}
+    assert timed_cli.export_stages(marks, 25.0) == {"start_to_converting_s": 6.0, "conversion_s": 14.5, "verification_s": 3.5, "write_and_exit_s": 1.0}
     # a line that never came leaves its two neighbouring stages unknown, not wrong
-    missing = bench.export_stages({"converting": 6.0, "bundle written": 24.0}, 25.0)
+    missing = timed_cli.export_stages({"converting": 6.0, "bundle written": 24.0}, 25.0)
     assert missing["conversion_s"] is None and missing["verification_s"] is None and missing["write_and_exit_s"] == 1.0
 
 
 def test_standin_has_train_and_val_folders_of_two_classes(shared, tmp_path) -> None:
-    if not bench.CLOTHING.is_dir():
+    if not timed_cli.CLOTHING.is_dir():
         pytest.skip("clothing-small is absent")
-    data = bench.make_standin(tmp_path / "data")
-    for split, count in bench.PER_CLASS.items():
-        for cls in bench.CLASSES:
+    data = timed_cli.make_standin(tmp_path / "data")
+    for split, count in timed_cli.PER_CLASS.items():
+        for cls in timed_cli.CLASSES:
             files = list((data / split / cls).iterdir())
             assert len(files) == count and all(f.is_symlink() and f.resolve().is_file() for f in files)
-    train = {f.resolve() for cls in bench.CLASSES for f in (data / "train" / cls).iterdir()}
-    val = {f.resolve() for cls in bench.CLASSES for f in (data / "val" / cls).iterdir()}
+    train = {f.resolve() for cls in timed_cli.CLASSES for f in (data / "train" / cls).iterdir()}
+    val = {f.resolve() for cls in timed_cli.CLASSES for f in (data / "val" / cls).iterdir()}
     assert not train & val and not (data / "test").exists()
 
 
