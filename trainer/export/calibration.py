@@ -41,7 +41,7 @@ from edge.errors import ModelError
 from trainer.export.options import CalibratorKind
 from trainer.export.schema import TFLITE_IDENTIFIER, tflite_schema
 
-__all__ = ["CalibrationRecord", "Unsupported", "litert_calibration", "logged_tensors", "measure_ranges", "plan", "with_ranges"]
+__all__ = ["CalibrationRecord", "Measure", "Unsupported", "litert_calibration", "logged_tensors", "measure_ranges", "plan", "swapped_calibrator", "with_ranges"]
 
 Ranges = dict[int, tuple[float, float]]  # tensor index in subgraph 0 -> (min, max)
 
@@ -63,6 +63,7 @@ class CalibrationRecord:
 
     def fell_back(self, reason: str) -> None:
         self.used = CalibratorKind.TENSORFLOW
+        self.shards = 1  # TensorFlow's single pass
         self.fallback_reason = reason
 
 
@@ -231,10 +232,16 @@ def with_ranges(model_content: bytes, ranges: Ranges) -> bytes:
     return bytes(builder.Output())
 
 
-def _litert_calibrator_class(base: type, record: CalibrationRecord, threads: int | None) -> type:
-    """A subclass of TensorFlow's `Calibrator` whose `calibrate` measures with LiteRT."""
+#: measure(model_content, dataset_gen) -> the calibrated float model; raises `Unsupported`
+#: when TensorFlow's own single pass must measure instead.
+Measure = Callable[[bytes, Callable[[], Iterator[Any]]], bytes]
 
-    class LiteRTCalibrator(base):  # type: ignore[misc, valid-type]
+
+def _swapped_class(base: type, record: CalibrationRecord, measure: Measure) -> type:
+    """A subclass of TensorFlow's `Calibrator` whose `calibrate` is `measure`, falling back
+    to TensorFlow's own (with the reason in `record`) when `measure` raises `Unsupported`."""
+
+    class SwappedCalibrator(base):  # type: ignore[misc, valid-type]
         def __init__(self, model_content: bytes, by_name: Any = None, by_func: Any = None) -> None:
             super().__init__(model_content, by_name, by_func)  # parses the model; cheap, and the fallback
             self._custom_ops = bool(by_name) or bool(by_func)
@@ -244,14 +251,38 @@ def _litert_calibrator_class(base: type, record: CalibrationRecord, threads: int
             try:
                 if self._custom_ops:
                     raise Unsupported("custom-op registerers were given")
-                ranges = measure_ranges(self._model_content, dataset_gen(), threads)
-            except (Unsupported, ModelError) as why:  # ModelError: LiteRT cannot load the float model
+                return measure(self._model_content, dataset_gen)
+            except Unsupported as why:
                 record.fell_back(str(why))
                 return super().calibrate(dataset_gen)  # the generator function starts afresh
-            record.used = CalibratorKind.LITERT
-            return with_ranges(self._model_content, ranges)
 
-    return LiteRTCalibrator
+    return SwappedCalibrator
+
+
+@contextmanager
+def swapped_calibrator(record: CalibrationRecord, measure: Callable[[type], Measure]) -> Iterator[CalibrationRecord]:
+    """For the block, TensorFlow's converter calibrates through `measure(TensorFlow's
+    Calibrator class)`; TensorFlow's class is put back on exit, also on error. `record`
+    says so when the installed TensorFlow has no calibrator to swap or the converter did
+    not call it."""
+    try:
+        from tensorflow.lite.python import lite as tf_lite
+    except ImportError:  # pragma: no cover - trainer needs TensorFlow
+        tf_lite = None
+    module = getattr(tf_lite, "_calibrator", None)
+    base = getattr(module, "Calibrator", None)
+    if not isinstance(base, type):
+        record.fell_back("this TensorFlow's converter has no calibrator to replace (tensorflow.lite.python.lite._calibrator.Calibrator)")
+        yield record
+        return
+    with _SWAP_LOCK:
+        module.Calibrator = _swapped_class(base, record, measure(base))
+        try:
+            yield record
+        finally:
+            module.Calibrator = base
+    if record.calibrations == 0 and record.fallback_reason is None:
+        record.fell_back("the converter did not call the replaced calibrator")
 
 
 @contextmanager
@@ -264,21 +295,14 @@ def litert_calibration(threads: int | None = None) -> Iterator[CalibrationRecord
     model needs TensorFlow's.
     """
     record = CalibrationRecord()
-    try:
-        from tensorflow.lite.python import lite as tf_lite
-    except ImportError:  # pragma: no cover - trainer needs TensorFlow
-        tf_lite = None
-    module = getattr(tf_lite, "_calibrator", None)
-    base = getattr(module, "Calibrator", None)
-    if not isinstance(base, type):
-        record.fell_back("this TensorFlow's converter has no calibrator to replace (tensorflow.lite.python.lite._calibrator.Calibrator)")
-        yield record
-        return
-    with _SWAP_LOCK:
-        module.Calibrator = _litert_calibrator_class(base, record, threads)
+
+    def measure(content: bytes, dataset_gen: Callable[[], Iterator[Any]]) -> bytes:
         try:
-            yield record
-        finally:
-            module.Calibrator = base
-    if record.calibrations == 0 and record.fallback_reason is None:
-        record.fell_back("the converter did not call the replaced calibrator")
+            ranges = measure_ranges(content, dataset_gen(), threads)
+        except ModelError as why:  # LiteRT cannot load the float model
+            raise Unsupported(str(why)) from None
+        record.used = CalibratorKind.LITERT
+        return with_ranges(content, ranges)
+
+    with swapped_calibrator(record, lambda base: measure) as used:
+        yield used

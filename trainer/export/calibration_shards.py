@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from trainer.errors import ExportError
-from trainer.export.calibration import _SWAP_LOCK, CalibrationRecord, Unsupported
+from trainer.export.calibration import CalibrationRecord, Measure, Unsupported, swapped_calibrator
 from trainer.export.schema import tflite_schema
 
 __all__ = ["MIN_SAMPLES_PER_SHARD", "SHARDS_ENV", "calibrate_in_shards", "default_shards", "merge_calibrated", "shard_bounds", "sharded_calibration"]
@@ -242,38 +242,27 @@ def _wrapper_path(calibrator: Any) -> str:
     return str(path)
 
 
-def _sharded_calibrator_class(base: type, record: CalibrationRecord, shards: int) -> type:
-    """A subclass of TensorFlow's `Calibrator` whose `calibrate` runs TensorFlow's calibration in shards."""
+def _sharded_measure(record: CalibrationRecord, shards: int) -> Callable[[type], Measure]:
+    """For TensorFlow's `Calibrator` class `base`: calibration by `calibrate_in_shards`."""
 
-    class ShardedCalibrator(base):  # type: ignore[misc, valid-type]
-        def __init__(self, model_content: bytes, by_name: Any = None, by_func: Any = None) -> None:
-            super().__init__(model_content, by_name, by_func)  # parses the model; cheap, and the fallback
-            self._custom_ops = bool(by_name) or bool(by_func)
-
-        def calibrate(self, dataset_gen: Callable[[], Iterator[Any]]) -> bytes:
-            record.calibrations += 1
+    def for_base(base: type) -> Measure:
+        def measure(content: bytes, dataset_gen: Callable[[], Iterator[Any]]) -> bytes:
             try:
-                if self._custom_ops:
-                    raise Unsupported("custom-op registerers were given")
-                # this process's shard runs on a calibrator of its own: this one's logger stays
-                # empty for the single pass, should a shard fail
-                first = base(self._model_content)
-                merged, used = calibrate_in_shards(first.calibrate, self._model_content, _wrapper_path(first), list(dataset_gen()), shards)
-            except ExportError:  # the samples' own error (an unusable calibration image): the same in one pass
+                # this process's shard runs on a calibrator of its own: the swapped one's
+                # logger stays empty for the single pass, should a shard fail
+                first = base(content)
+                merged, used = calibrate_in_shards(first.calibrate, content, _wrapper_path(first), list(dataset_gen()), shards)
+            except (ExportError, Unsupported):  # ExportError: the samples' own (an unusable calibration image), the same in one pass
                 raise
-            except Unsupported as why:
-                record.fell_back(str(why))
-                record.shards = 1
-                return super().calibrate(dataset_gen)  # the generator function starts afresh
             except Exception as exc:  # noqa: BLE001 - TensorFlow's pass on a shard failed: the single pass raises it in full
                 lines = str(exc).strip().splitlines() or [repr(exc)]
-                record.fell_back(f"a shard failed: {lines[-1]}")
-                record.shards = 1
-                return super().calibrate(dataset_gen)
+                raise Unsupported(f"a shard failed: {lines[-1]}") from None
             record.shards = used
             return merged
 
-    return ShardedCalibrator
+        return measure
+
+    return for_base
 
 
 @contextmanager
@@ -287,21 +276,9 @@ def sharded_calibration(shards: int | None = None) -> Iterator[CalibrationRecord
     """
     record = CalibrationRecord()
     wanted = default_shards() if shards is None else shards
-    try:
-        from tensorflow.lite.python import lite as tf_lite
-    except ImportError:  # pragma: no cover - trainer needs TensorFlow
-        tf_lite = None
-    module = getattr(tf_lite, "_calibrator", None)
-    base = getattr(module, "Calibrator", None)
-    if wanted < 2 or not isinstance(base, type):
-        record.fell_back("one shard asked for (one CPU, or $" + SHARDS_ENV + "=1)" if wanted < 2 else "this TensorFlow's converter has no calibrator to replace")
+    if wanted < 2:
+        record.fell_back("one shard asked for (one CPU, or $" + SHARDS_ENV + "=1)")
         yield record
         return
-    with _SWAP_LOCK:
-        module.Calibrator = _sharded_calibrator_class(base, record, wanted)
-        try:
-            yield record
-        finally:
-            module.Calibrator = base
-    if record.calibrations == 0 and record.fallback_reason is None:
-        record.fell_back("the converter did not call the replaced calibrator")
+    with swapped_calibrator(record, _sharded_measure(record, wanted)) as used:
+        yield used
