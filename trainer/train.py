@@ -33,13 +33,13 @@ import numpy as np
 
 from trainer import __version__
 from trainer import model as model_lib
+from trainer.building import BackgroundBuild, build_classifier
 from trainer.config import TrainOptions
 from trainer.dataset import Dataset, scan
 from trainer.deps import check_installed, require_keras
 from trainer.distribute import choose_strategy
 from trainer.evaluate import classification_metrics
 from trainer.evaluation_plan import EvalMode, EvalPlan, merge_val_into_train, plan_evaluation
-from trainer.building import BackgroundBuild, build_classifier
 from trainer.features.prepared import prepared_backbone, record_digest
 from trainer.features.training import ENGINE_BATCH, MAX_LISTED, FeatureRows, early_decoder, feature_pass, feature_rows
 from trainer.features.views import CLEAN_VIEW
