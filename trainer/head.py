@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,12 +88,8 @@ def best_epoch(rows: History) -> int:
     return int(np.argmin(losses)) + 1 if losses else 0
 
 
-def fit_head(
-    options: TrainOptions, rows: dict[str, FeatureRows], num_classes: int, strategy: Any, reporter: Reporter, before_epochs: Callable[[], None] | None = None
-) -> HeadFit:
-    """Fit dropout + dense softmax on cached features; early stopping restores the best epoch.
-    `before_epochs` is called once the head and its data are built (the run's seed has
-    been read), just before the epochs run."""
+def fit_head(options: TrainOptions, rows: dict[str, FeatureRows], num_classes: int, strategy: Any, reporter: Reporter) -> HeadFit:
+    """Fit dropout + dense softmax on cached features; early stopping restores the best epoch."""
     keras = require_keras()
     hyper = options.hyper
     train_rows, val_rows = rows["train"], rows["val"]
@@ -108,8 +103,6 @@ def fit_head(
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=hyper.patience, restore_best_weights=True))
     weights = class_weights(train_rows.y, num_classes) if hyper.class_weights else None
     data = head_dataset(train_rows.x, train_rows.y, num_classes, hyper.batch_size, options.seed, weights, shuffle=True)
-    if before_epochs is not None:
-        before_epochs()
     with reporter.task("head", hyper.epochs, "epochs") as advance:
         callbacks.append(keras_progress(advance))
         logs = fit_compiled(head, data, hyper.epochs, validation, callbacks, int(strategy.num_replicas_in_sync))

@@ -33,7 +33,7 @@ import numpy as np
 
 from trainer import __version__
 from trainer import model as model_lib
-from trainer.building import BackgroundBuild, build_classifier
+from trainer.building import build_classifier
 from trainer.config import TrainOptions
 from trainer.dataset import Dataset, scan
 from trainer.deps import check_installed, require_keras
@@ -41,7 +41,7 @@ from trainer.distribute import choose_strategy
 from trainer.evaluate import classification_metrics
 from trainer.evaluation_plan import EvalMode, EvalPlan, merge_val_into_train, plan_evaluation
 from trainer.features.prepared import prepared_backbone, record_digest
-from trainer.features.training import ENGINE_BATCH, MAX_LISTED, FeatureRows, early_decoder, feature_pass, feature_rows
+from trainer.features.training import ENGINE_BATCH, MAX_LISTED, FeatureRows, early_decoder, feature_pass, feature_rows, worker_feature_pass
 from trainer.features.views import CLEAN_VIEW
 from trainer.fine_tune import CutPass, cut_pass, run_stage, top_data
 from trainer.fine_tune import evaluate_top
@@ -116,13 +116,19 @@ def _train(options: TrainOptions, reporter: Reporter, use_prepared: bool) -> Tra
     fine_tune = options.hyper.fine_tune.enabled and not augment_val  # fine-tuning needs val to select by
     cut: CutPass | None = None
     prepared = prepared_backbone(options, threads, ENGINE_BATCH) if use_prepared and not fine_tune else None
-    if prepared is not None:  # TFLite features at once; the classifier builds on a thread
-        pending = BackgroundBuild(options, len(dataset.labels))
-        try:
-            features, stats, dataset = feature_pass(options, dataset, augment_val, None, prepared.digest, threads, reporter, engine=prepared.engine)
-        except BaseException:
-            pending.cancel()
-            raise
+    if prepared is not None:  # the features in a process of their own while TensorFlow imports here
+
+        def build() -> tuple[model_lib.BuiltBackbone, Any, float]:
+            require_keras("tledge train")
+            tick = time.perf_counter()
+            return (*build_classifier(options, len(dataset.labels)), time.perf_counter() - tick)
+
+        features, stats, kept, (backbone, classifier, timings["build_s"]) = worker_feature_pass(options, dataset, augment_val, prepared, threads, reporter, build)
+        if backbone.digest != prepared.digest:  # the record is wrong: start again the ordinary way
+            prepared.forget()
+            reporter.warn("the cached backbone did not match the weights file; computing the features again")
+            return _train(options, reporter, use_prepared=False)
+        dataset = kept
     else:
         # The feature pass's images start decoding now, on one thread, while TensorFlow imports.
         with nullcontext() if fine_tune else early_decoder(options, dataset, augment_val) as early:
@@ -149,21 +155,8 @@ def _train(options: TrainOptions, reporter: Reporter, use_prepared: bool) -> Tra
     strategy = choose_strategy(options.runtime.distribute)
     rows = {s: feature_rows(dataset.splits[s], features, clean_only=s != "train") for s in ("train", "val", "test")}
     tick = time.perf_counter()
-    # With a prepared backbone, the classifier's graph builds beside the head's epochs.
-    try:
-        fitted = fit_head(options, rows, len(dataset.labels), strategy, reporter, pending.start_graph if prepared else None)
-    except BaseException:
-        if prepared is not None:
-            pending.cancel()
-        raise
+    fitted = fit_head(options, rows, len(dataset.labels), strategy, reporter)
     timings["head_s"] = time.perf_counter() - tick
-    if prepared is not None:
-        backbone, classifier = pending.result()
-        timings["build_wait_s"] = pending.wait_s
-        if backbone.digest != prepared.digest:  # the record is wrong: start again the ordinary way
-            prepared.forget()
-            reporter.warn("the cached backbone did not match the weights file; computing the features again")
-            return _train(options, reporter, use_prepared=False)
     model_lib.copy_head(fitted.head, classifier)
     history = list(fitted.history)
 

@@ -1,13 +1,13 @@
 """A run on weights a previous run has seen computes its features on the cached TFLite
-backbone before TensorFlow is imported, and builds the Keras classifier beside the head
-(trainer.features.prepared, trainer.building). Its results are those of the ordinary path."""
+backbone in a process of its own while TensorFlow imports and the Keras classifier
+builds (trainer.features.prepared, trainer.features.worker). Its results are those of
+the ordinary path."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-from concurrent.futures import CancelledError
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from train_helpers import colour_dataset, tiny_options
 
-from trainer.building import BackgroundBuild
-from trainer.config import FeatureEngine, TrainOptions, WeightsKind, WeightsSpec
+from trainer.config import CacheMode, FeatureEngine, TrainOptions, WeightsKind, WeightsSpec
 from trainer.features.prepared import prepared_backbone
 from trainer.train import train
 
@@ -78,15 +77,14 @@ def test_a_second_run_takes_the_prepared_path_with_the_same_results(tmp_path: Pa
             record.unlink()
         first = train(replace(options, out_dir=tmp_path / "runs1"))
     first_metrics, first_history, first_probs = run_outputs(first.run_dir)
-    assert first_metrics["features"]["engine"] == "tflite"
-    assert "build_s" in first_metrics["timings"] and "build_wait_s" not in first_metrics["timings"]
+    assert first_metrics["features"]["engine"] == "tflite" and not first_metrics["features"]["in_worker"]
     assert prepared_backbone(options, THREADS, 4) is not None
 
     # A cold feature cache (it would otherwise answer everything), the same backbone records.
     shutil.rmtree(tmp_path / "cache" / "features")
     second = train(replace(options, out_dir=tmp_path / "runs2"))
     second_metrics, second_history, second_probs = run_outputs(second.run_dir)
-    assert "build_wait_s" in second_metrics["timings"] and "build_s" not in second_metrics["timings"]
+    assert second_metrics["features"]["in_worker"]
     assert second_metrics["features"]["views_computed"] == first_metrics["features"]["views_computed"] > 0
     assert second_metrics["features"]["engine"] == "tflite"
     assert second_history == first_history
@@ -96,7 +94,7 @@ def test_a_second_run_takes_the_prepared_path_with_the_same_results(tmp_path: Pa
 
 def test_a_record_that_does_not_match_the_built_backbone_is_dropped(tmp_path: Path, weights_file: Path) -> None:
     options = options_for(tmp_path, weights_file, "runs")
-    first = train(options)
+    train(options)
     pin_tflite_choice(tmp_path / "cache")
     records = list((tmp_path / "cache" / "backbones" / "sources").glob("*.json"))
     assert len(records) == 1
@@ -117,11 +115,10 @@ def test_a_record_that_does_not_match_the_built_backbone_is_dropped(tmp_path: Pa
     second = train(replace(options, out_dir=tmp_path / "runs2"))
     assert any("did not match" in w for w in second.warnings)
     assert json.loads(records[0].read_text())["digest"] == real  # written again by the ordinary path
-    timings = json.loads((second.run_dir / "metrics.json").read_text())["timings"]
-    assert "build_s" in timings  # the run finished on the ordinary path
+    assert not json.loads((second.run_dir / "metrics.json").read_text())["features"]["in_worker"]  # the ordinary path
 
 
-def test_random_weights_and_an_engine_named_are_never_prepared(tmp_path: Path, weights_file: Path) -> None:
+def test_random_weights_an_engine_named_and_a_memory_cache_are_never_prepared(tmp_path: Path, weights_file: Path) -> None:
     options = options_for(tmp_path, weights_file, "runs")
     train(options)
     pin_tflite_choice(tmp_path / "cache")
@@ -129,10 +126,24 @@ def test_random_weights_and_an_engine_named_are_never_prepared(tmp_path: Path, w
     assert prepared_backbone(replace(options, model=replace(options.model, weights=WeightsSpec(WeightsKind.NONE))), THREADS, 4) is None
     for engine in (FeatureEngine.KERAS, FeatureEngine.TFLITE):
         assert prepared_backbone(replace(options, runtime=replace(options.runtime, engine=engine)), THREADS, 4) is None
+    assert prepared_backbone(replace(options, runtime=replace(options.runtime, cache=CacheMode.MEMORY)), THREADS, 4) is None
 
 
-def test_a_cancelled_background_build_builds_nothing(tmp_path: Path, weights_file: Path) -> None:
-    pending = BackgroundBuild(options_for(tmp_path, weights_file, "runs"), 3)
-    pending.cancel()
-    with pytest.raises(CancelledError):
-        pending.result()
+def test_a_worker_that_cannot_hand_the_features_over_leaves_them_to_the_run(tmp_path: Path, weights_file: Path) -> None:
+    """The worker hands the features over through the disk cache; where that cache cannot
+    be written it fails, and the run computes them itself (in memory, as always when the
+    cache is not writable) with the same result."""
+    options = options_for(tmp_path, weights_file, "runs")
+    first = train(options)
+    pin_tflite_choice(tmp_path / "cache")
+    shutil.rmtree(tmp_path / "cache" / "features")
+    if json.loads((first.run_dir / "metrics.json").read_text())["features"]["engine"] != "tflite":
+        first = train(replace(options, out_dir=tmp_path / "runs1"))  # the same engine on both sides
+        shutil.rmtree(tmp_path / "cache" / "features")
+    (tmp_path / "cache" / "features").write_text("not a folder")  # no feature can be written under it
+
+    second = train(replace(options, out_dir=tmp_path / "runs2"))
+    assert any("feature worker did not finish" in w for w in second.warnings)
+    assert any("not writable" in w for w in second.warnings)
+    assert not json.loads((second.run_dir / "metrics.json").read_text())["features"]["in_worker"]
+    assert (second.run_dir / "history.csv").read_text() == (first.run_dir / "history.csv").read_text()

@@ -30,6 +30,7 @@ class PassStats:
     convert_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     engine_measurement: dict[str, Any] = field(default_factory=dict)  # ms per image per engine, cached or not
+    in_worker: bool = False  # computed by a process of its own (trainer.features.worker)
 
     @property
     def views_per_s(self) -> float | None:
@@ -47,6 +48,7 @@ class PassStats:
             "convert_s": round(self.convert_s, 2),
             "notes": self.notes,
             "engine_measurement": self.engine_measurement,
+            "in_worker": self.in_worker,
         }
 
 

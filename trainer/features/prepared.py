@@ -24,7 +24,7 @@ from pathlib import Path
 from edge.atomic import write_bytes
 from edge.errors import TledgeError
 from trainer import model as model_lib
-from trainer.config import FeatureEngine, ModelOptions, TrainOptions, WeightsKind, default_cache_dir
+from trainer.config import CacheMode, FeatureEngine, ModelOptions, TrainOptions, WeightsKind, default_cache_dir
 from trainer.features.cache import model_key
 from trainer.features.engine_choice import EngineChoice, cached_engine_choice
 from trainer.features.tflite_engine import TFLiteExtractor, cached_tflite_path
@@ -37,6 +37,7 @@ class PreparedBackbone:
     digest: str  # the Keras backbone's weights digest recorded for this weights file
     engine: EngineChoice  # the cached TFLite engine, ready to run
     source: Path  # the record that maps the weights file to `digest`
+    tflite: Path  # the converted backbone the engine runs
 
     def forget(self) -> None:
         """Drop the record (its digest did not match the backbone built from the file)."""
@@ -91,6 +92,8 @@ def prepared_backbone(options: TrainOptions, threads: int, batch: int) -> Prepar
     missing, the engine asked for or cached is not TFLite, or the weights file is not known."""
     if options.runtime.engine is not FeatureEngine.AUTO:  # an engine asked for by name is checked anew
         return None
+    if options.runtime.cache is not CacheMode.DISK:  # the worker hands the features over through the disk cache
+        return None
     weights = weights_file(options.model)
     if weights is None:
         return None
@@ -106,9 +109,9 @@ def prepared_backbone(options: TrainOptions, threads: int, batch: int) -> Prepar
     if choice is None or choice["engine"] != FeatureEngine.TFLITE.value:
         return None
     try:
-        data = cached_tflite_path(root, key).read_bytes()
+        data = cached_tflite_path(root, key).read_bytes()  # read here too: a file the interpreter refuses is found now
         extractor = TFLiteExtractor(data, m.image_size, batch, threads)
     except (OSError, ValueError, RuntimeError, TledgeError):  # missing, or a file the interpreter refuses
         return None
     engine = EngineChoice(extractor, FeatureEngine.TFLITE, choice.get("max_abs_diff"), 0.0, measured={**choice, "cached": True})
-    return PreparedBackbone(digest, engine, source)
+    return PreparedBackbone(digest, engine, source, cached_tflite_path(root, key))

@@ -3,9 +3,10 @@ with its progress and warnings, and the feature rows of each split."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -16,13 +17,16 @@ from trainer.features.cache import FeatureCache, model_key
 from trainer.features.decoder import EarlyDecoder, Job
 from trainer.features.engine_choice import EngineChoice, choose_engine
 from trainer.features.extract import PassStats, extract
+from trainer.features.prepared import PreparedBackbone
 from trainer.features.views import CLEAN_VIEW, view_names
+from trainer.features.worker import FeatureWorker, WorkerFailed, WorkerSpec
 from trainer.progress import Reporter
 
 #: Skipped files named one by one on the console (all of them go to data_report.json).
 MAX_LISTED = 20
 
 Features = dict[tuple[str, str], np.ndarray]  # (file digest, view) -> feature vector
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,39 @@ def feature_pass(
         features, failures, stats = extract(jobs, cache, make_engine, size, options.model.resize, threads, on_image=advance, early=early)
     report_pass(reporter, "features", failures, stats)
     return features, stats, dataset.without(failures)
+
+
+def worker_feature_pass(
+    options: TrainOptions, dataset: Dataset, augment_val: bool, prepared: PreparedBackbone, threads: int, reporter: Reporter, meanwhile: Callable[[], T]
+) -> tuple[Features, PassStats, Dataset, T]:
+    """`feature_pass` on a prepared backbone in a process of its own (trainer.features.worker),
+    while this process runs `meanwhile()` (TensorFlow's import and the Keras build); returns
+    what both gave. A worker that does not finish is reported, and the pass runs here."""
+    size = options.model.image_size
+    key = model_key(options.model.backbone.value, options.model.alpha, size, options.model.resize.value, prepared.digest)
+    jobs = view_jobs(dataset, augment_val, options.hyper.augment_views, options.seed)
+    spec = WorkerSpec(tuple(jobs), size, options.model.resize, options.runtime.cache_dir or default_cache_dir(), key, prepared.tflite,
+                      threads, ENGINE_BATCH, prepared.engine.max_abs_diff, dict(prepared.engine.measured))
+    with reporter.task("features", len(jobs), "images") as advance:
+        worker = FeatureWorker(spec, advance)
+        try:
+            made = meanwhile()
+        except BaseException:
+            worker.cancel()
+            raise
+        try:
+            features, failures, stats = worker.result()
+        except WorkerFailed as why:
+            failed = str(why)
+        else:
+            failed = None
+    if failed is not None:
+        reporter.warn(f"the feature worker did not finish ({failed}); computing the features in this process")
+        features, stats, kept = feature_pass(options, dataset, augment_val, None, prepared.digest, threads, reporter, engine=prepared.engine)
+        return features, stats, kept, made
+    stats.in_worker = True
+    report_pass(reporter, "features", failures, stats)
+    return features, stats, dataset.without(failures), made
 
 
 def early_decoder(options: TrainOptions, dataset: Dataset, augment_val: bool) -> EarlyDecoder:
