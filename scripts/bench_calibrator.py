@@ -39,6 +39,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,27 +70,25 @@ def _header() -> dict[str, Any]:
             "load_avg_start": [round(x, 2) for x in os.getloadavg()], "shared_machine": True}
 
 
-def part_calibration(run_dir: Path, repeat: int) -> dict[str, Any]:
-    import numpy as np
-
+def calibration_inputs(run_dir: Path) -> tuple[Any, Any]:
+    """The run's Keras model, and its calibration images as the exporter picks and decodes them."""
     from trainer.deps import require_keras
-    from trainer.export.calibration import measure_ranges, with_ranges
-    from trainer.export.convert import convert, representative_images, stratified_sample
+    from trainer.export.convert import stratified_sample
     from trainer.export.decoding import BackgroundDecoder
-    from trainer.export.options import DEFAULT_CALIBRATION_IMAGES, CalibratorKind, IOType, QuantizationMode
+    from trainer.export.options import DEFAULT_CALIBRATION_IMAGES
     from trainer.run_dir import read_run
 
-    keras = require_keras()
-    from tensorflow.lite.python.optimize import calibrator as tf_calibrator
-
-    header = _header()
     run = read_run(run_dir)
-    model = keras.models.load_model(run.model_path, compile=False)
+    model = require_keras().models.load_model(run.model_path, compile=False)
     paths = [p for p, _ in stratified_sample(run.splits["train"], DEFAULT_CALIBRATION_IMAGES, 0)]
     with BackgroundDecoder(run.image_size, run.resize) as decoder:
         decoder.submit("calibration", paths, "Calibration")
-        images = decoder.images("calibration")
-    samples = representative_images(images)
+        return model, decoder.images("calibration")
+
+
+def float_model_of(conversion: Callable[[], Any]) -> bytes:
+    """The float model that TensorFlow's converter hands its calibrator during `conversion()`."""
+    from tensorflow.lite.python.optimize import calibrator as tf_calibrator
 
     captured: dict[str, bytes] = {}
     original = tf_calibrator.Calibrator
@@ -100,17 +99,38 @@ def part_calibration(run_dir: Path, repeat: int) -> dict[str, Any]:
             super().__init__(content, *args)
 
     tf_calibrator.Calibrator = Capture
-    try:  # the float model exactly as the converter hands it over (no bias correction: same graph)
-        convert(model, QuantizationMode.INT8, IOType.UINT8, samples, False, CalibratorKind.TENSORFLOW)
+    try:
+        conversion()
     finally:
         tf_calibrator.Calibrator = original
-    content = captured["float"]
+    return captured["float"]
+
+
+def part_calibration(run_dir: Path, repeat: int) -> dict[str, Any]:
+    import numpy as np
+
+    from trainer.deps import require_keras
+    from trainer.export.calibration import measure_ranges, with_ranges
+    from trainer.export.convert import convert, representative_images
+    from trainer.export.options import CalibratorKind, IOType, QuantizationMode
+    from trainer.run_dir import read_run
+
+    require_keras()
+    from tensorflow.lite.python.optimize import calibrator as tf_calibrator
+
+    header = _header()
+    run = read_run(run_dir)
+    model, images = calibration_inputs(run_dir)
+    samples = representative_images(images)
+
+    # the float model exactly as the converter hands it over (no bias correction: same graph)
+    content = float_model_of(lambda: convert(model, QuantizationMode.INT8, IOType.UINT8, samples, False, CalibratorKind.TENSORFLOW))
 
     rows: dict[str, list[float]] = {"tensorflow_s": [], "litert_s": []}
     files: dict[str, bytes] = {}
     for _ in range(repeat):
         start = time.perf_counter()
-        files["tensorflow"] = bytes(original(content).calibrate(samples))
+        files["tensorflow"] = bytes(tf_calibrator.Calibrator(content).calibrate(samples))  # the single pass
         rows["tensorflow_s"].append(time.perf_counter() - start)
         start = time.perf_counter()
         files["litert"] = with_ranges(content, measure_ranges(content, samples()))

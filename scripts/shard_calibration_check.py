@@ -57,21 +57,11 @@ def tiny_case() -> tuple[Any, Any]:
 
 
 def standin_case(work: Path, weights: Path) -> tuple[Any, Any]:
-    import keras
-
-    from bench_calibrator import standin_run
-    from trainer.export.convert import representative_images, stratified_sample
-    from trainer.export.decoding import BackgroundDecoder
-    from trainer.export.options import DEFAULT_CALIBRATION_IMAGES
-    from trainer.run_dir import read_run
+    from bench_calibrator import calibration_inputs, standin_run
+    from trainer.export.convert import representative_images
 
     run_dir, _ = standin_run(work, weights)
-    run = read_run(run_dir)
-    model = keras.models.load_model(run.model_path, compile=False)
-    paths = [p for p, _ in stratified_sample(run.splits["train"], DEFAULT_CALIBRATION_IMAGES, 0)]
-    with BackgroundDecoder(run.image_size, run.resize) as decoder:
-        decoder.submit("calibration", paths, "Calibration")
-        images = decoder.images("calibration")
+    model, images = calibration_inputs(run_dir)
     return model, representative_images(images)
 
 
@@ -85,27 +75,16 @@ def ranges(content: bytes) -> dict[int, tuple[float, float]]:
 
 def float_model(model: Any, samples: Any) -> bytes:
     """The float model TensorFlow's converter hands its calibrator (single pass, bias correction on)."""
-    from tensorflow.lite.python.optimize import calibrator as tf_calibrator
+    from bench_calibrator import float_model_of
 
     from trainer.export.convert import convert_detailed
     from trainer.export.options import CalibratorKind, IOType, QuantizationMode
 
-    captured: dict[str, bytes] = {}
-    original = tf_calibrator.Calibrator
-
-    class Capture(original):  # type: ignore[misc, valid-type]
-        def __init__(self, content: bytes, *args: Any) -> None:
-            captured["float"] = bytes(content)
-            super().__init__(content, *args)
-
-    tf_calibrator.Calibrator = Capture
     os.environ["TLEDGE_CALIBRATION_SHARDS"] = "1"
     try:
-        convert_detailed(model, QuantizationMode.INT8, IOType.UINT8, samples, True, CalibratorKind.TENSORFLOW)
+        return float_model_of(lambda: convert_detailed(model, QuantizationMode.INT8, IOType.UINT8, samples, True, CalibratorKind.TENSORFLOW))
     finally:
-        tf_calibrator.Calibrator = original
         del os.environ["TLEDGE_CALIBRATION_SHARDS"]
-    return captured["float"]
 
 
 def check(name: str, model: Any, samples: Any, shard_counts: list[int], repeat: int) -> dict[str, Any]:

@@ -96,7 +96,11 @@ class FeatureWorker:
     def result(self) -> tuple[dict[tuple[str, str], np.ndarray], dict[Path, str], PassStats]:
         """(features, undecodable file -> reason, stats) as `extract` returns them; raises
         `WorkerFailed` when the worker did not finish."""
-        code = self._process.wait()
+        try:
+            code = self._process.wait()
+        except BaseException:  # interrupted while waiting: do not leave the worker running
+            self.cancel()
+            raise
         self._reader.join()
         try:
             if code != 0 or self._result is None:
