@@ -175,6 +175,11 @@ class RuntimeOptions:
     threads: int | None = None  # interpreter and decoder threads; None: all cores
     quiet: bool = False
 
+    @property
+    def cache_root(self) -> Path:
+        """`cache_dir`, else $TLEDGE_CACHE, else ~/.cache/tledge."""
+        return self.cache_dir or default_cache_dir()
+
 
 @dataclass(frozen=True)
 class TrainOptions:

@@ -26,10 +26,10 @@ import numpy as np
 
 from trainer import cut as cut_lib
 from trainer.activations import ActivationCache, CutCheck, activation_pass, cut_key, pooled
-from trainer.config import Backbone, FineTuneOptions, TrainOptions, default_cache_dir
+from trainer.config import Backbone, FineTuneOptions, TrainOptions
 from trainer.dataset import Dataset, Sample
 from trainer.deps import require_keras, require_tensorflow
-from trainer.features import CLEAN_VIEW, PassStats, model_key
+from trainer.features import CLEAN_VIEW, PassStats, options_key
 from trainer.features.training import Features, report_pass, view_jobs
 from trainer.head import class_weights
 from trainer.progress import Reporter
@@ -74,8 +74,8 @@ def cut_pass(
     backbone = classifier.get_layer("backbone")
     cut = cut_lib.choose_cut(backbone, options.model.backbone, resolve_blocks(options))
     halves = cut_lib.split(classifier, cut)
-    key = cut_key(model_key(options.model.backbone.value, options.model.alpha, size, options.model.resize.value, digest), cut)
-    cache_root = options.runtime.cache_dir or default_cache_dir()
+    key = cut_key(options_key(options.model, digest), cut)
+    cache_root = options.runtime.cache_root
     cache = ActivationCache(options.runtime.cache, cache_root, key)
     jobs = view_jobs(dataset, augment_val, options.hyper.fine_tune.augment_views, options.seed)
     reporter.info(f"fine-tune: cut below the top {cut.blocks} block(s), at {cut.layer} {cut.shape}")

@@ -22,7 +22,7 @@ One job per module:
 - ``training``: what a training run needs of it: which views per image, and the rows per split.
 """
 
-from trainer.features.cache import FeatureCache, model_key
+from trainer.features.cache import FeatureCache, model_key, options_key
 from trainer.features.decoder import Job
 from trainer.features.engine_choice import EngineChoice, choose_engine
 from trainer.features.extract import PassStats, extract
@@ -30,5 +30,5 @@ from trainer.features.views import CACHE_VERSION, CLEAN_VIEW, augment, render_vi
 
 __all__ = [
     "CACHE_VERSION", "CLEAN_VIEW", "EngineChoice", "FeatureCache", "Job", "PassStats",
-    "augment", "choose_engine", "extract", "model_key", "render_views", "view_names",
+    "augment", "choose_engine", "extract", "model_key", "options_key", "render_views", "view_names",
 ]

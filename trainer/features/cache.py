@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.atomic import write_bytes
-from trainer.config import CacheMode
+from trainer.config import CacheMode, ModelOptions
 from trainer.features.views import CACHE_VERSION
 
 
@@ -17,6 +17,11 @@ def model_key(backbone: str, alpha: float, size: int, resize: str, weights_diges
     """The cache key of a feature extractor: everything that changes its features."""
     text = f"{backbone}|{alpha}|{size}|{resize}|{weights_digest}|v{CACHE_VERSION}"
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def options_key(model: ModelOptions, weights_digest: str) -> str:
+    """`model_key` of a run's model options."""
+    return model_key(model.backbone.value, model.alpha, model.image_size, model.resize.value, weights_digest)
 
 
 class FeatureCache:

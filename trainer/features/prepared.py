@@ -24,8 +24,8 @@ from pathlib import Path
 from edge.atomic import write_bytes
 from edge.errors import TledgeError
 from trainer import model as model_lib
-from trainer.config import CacheMode, FeatureEngine, ModelOptions, TrainOptions, WeightsKind, default_cache_dir
-from trainer.features.cache import model_key
+from trainer.config import CacheMode, FeatureEngine, ModelOptions, TrainOptions, WeightsKind
+from trainer.features.cache import options_key
 from trainer.features.engine_choice import EngineChoice, cached_engine_choice
 from trainer.features.tflite_engine import TFLiteExtractor, cached_tflite_path
 
@@ -68,10 +68,6 @@ def _source_path(cache_root: Path, options: ModelOptions, weights: Path) -> Path
     return cache_root / "backbones" / "sources" / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
 
 
-def _cache_root(options: TrainOptions) -> Path:
-    return options.runtime.cache_dir or default_cache_dir()
-
-
 def record_digest(options: TrainOptions, digest: str) -> None:
     """Remember which digest the run's weights file gave (best effort: a cache that
     cannot be written only means the next run takes the ordinary path)."""
@@ -79,7 +75,7 @@ def record_digest(options: TrainOptions, digest: str) -> None:
     if weights is None:
         return
     try:
-        path = _source_path(_cache_root(options), options.model, weights)
+        path = _source_path(options.runtime.cache_root, options.model, weights)
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             write_bytes(path, (json.dumps({"digest": digest, "weights": str(weights)}) + "\n").encode(), durable=False)
@@ -97,14 +93,14 @@ def prepared_backbone(options: TrainOptions, threads: int, batch: int) -> Prepar
     weights = weights_file(options.model)
     if weights is None:
         return None
-    root = _cache_root(options)
+    root = options.runtime.cache_root
     m = options.model
     try:
         source = _source_path(root, m, weights)
         digest = str(json.loads(source.read_text(encoding="utf-8"))["digest"])
     except (OSError, ValueError, KeyError, TypeError):  # not recorded yet, or damaged
         return None
-    key = model_key(m.backbone.value, m.alpha, m.image_size, m.resize.value, digest)
+    key = options_key(m, digest)
     choice = cached_engine_choice(root, key, threads)
     if choice is None or choice["engine"] != FeatureEngine.TFLITE.value:
         return None

@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from trainer import model as model_lib
-from trainer.config import TrainOptions, default_cache_dir
+from trainer.config import TrainOptions
 from trainer.dataset import Dataset, Sample
-from trainer.features.cache import FeatureCache, model_key
+from trainer.features.cache import FeatureCache, options_key
 from trainer.features.decoder import EarlyDecoder, Job
 from trainer.features.engine_choice import EngineChoice, choose_engine
 from trainer.features.extract import PassStats, extract
@@ -54,8 +54,8 @@ def feature_pass(
     `engine`: an engine ready to run (trainer.features.prepared; `classifier` may then be
     None), else one is chosen for the Keras `classifier`'s feature model."""
     size = options.model.image_size
-    key = model_key(options.model.backbone.value, options.model.alpha, size, options.model.resize.value, digest)
-    cache_root = options.runtime.cache_dir or default_cache_dir()
+    key = options_key(options.model, digest)
+    cache_root = options.runtime.cache_root
     cache = FeatureCache(options.runtime.cache, cache_root, key)
     jobs = view_jobs(dataset, augment_val, options.hyper.augment_views, options.seed)
 
@@ -78,9 +78,9 @@ def worker_feature_pass(
     while this process runs `meanwhile()` (TensorFlow's import and the Keras build); returns
     what both gave. A worker that does not finish is reported, and the pass runs here."""
     size = options.model.image_size
-    key = model_key(options.model.backbone.value, options.model.alpha, size, options.model.resize.value, prepared.digest)
+    key = options_key(options.model, prepared.digest)
     jobs = view_jobs(dataset, augment_val, options.hyper.augment_views, options.seed)
-    spec = WorkerSpec(tuple(jobs), size, options.model.resize, options.runtime.cache_dir or default_cache_dir(), key, prepared.tflite,
+    spec = WorkerSpec(tuple(jobs), size, options.model.resize, options.runtime.cache_root, key, prepared.tflite,
                       threads, ENGINE_BATCH, prepared.engine.max_abs_diff, dict(prepared.engine.measured))
     with reporter.task("features", len(jobs), "images") as advance:
         worker = FeatureWorker(spec, advance)
