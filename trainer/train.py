@@ -33,7 +33,6 @@ import numpy as np
 
 from trainer import __version__
 from trainer import model as model_lib
-from trainer.building import build_classifier
 from trainer.config import TrainOptions
 from trainer.dataset import Dataset, scan
 from trainer.deps import check_installed, require_keras
@@ -95,6 +94,18 @@ def _scan(options: TrainOptions, threads: int, reporter: Reporter) -> Dataset:
     return dataset
 
 
+def _build(options: TrainOptions, num_classes: int, timings: dict[str, float]) -> tuple[model_lib.BuiltBackbone, Any]:
+    """The backbone (weights resolved) and the full classifier around it, under the run's
+    seed; `timings["build_s"]` excludes the wait for TensorFlow's import."""
+    keras = require_keras("tledge train")
+    tick = time.perf_counter()
+    keras.utils.set_random_seed(options.seed)
+    backbone = model_lib.build_backbone(options.model)
+    classifier = model_lib.build_classifier(backbone, options.model, num_classes)
+    timings["build_s"] = time.perf_counter() - tick
+    return backbone, classifier
+
+
 def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResult:
     """Train a classifier as `options` say and write its run directory. Never mutates `options`."""
     return _train(options, reporter or Reporter(quiet=options.runtime.quiet), use_prepared=True)
@@ -117,13 +128,9 @@ def _train(options: TrainOptions, reporter: Reporter, use_prepared: bool) -> Tra
     cut: CutPass | None = None
     prepared = prepared_backbone(options, threads, ENGINE_BATCH) if use_prepared and not fine_tune else None
     if prepared is not None:  # the features in a process of their own while TensorFlow imports here
-
-        def build() -> tuple[model_lib.BuiltBackbone, Any, float]:
-            require_keras("tledge train")
-            tick = time.perf_counter()
-            return (*build_classifier(options, len(dataset.labels)), time.perf_counter() - tick)
-
-        features, stats, kept, (backbone, classifier, timings["build_s"]) = worker_feature_pass(options, dataset, augment_val, prepared, threads, reporter, build)
+        features, stats, kept, (backbone, classifier) = worker_feature_pass(
+            options, dataset, augment_val, prepared, threads, reporter, lambda: _build(options, len(dataset.labels), timings)
+        )
         if backbone.digest != prepared.digest:  # the record is wrong: start again the ordinary way
             prepared.forget()
             reporter.warn("the cached backbone did not match the weights file; computing the features again")
@@ -135,9 +142,7 @@ def _train(options: TrainOptions, reporter: Reporter, use_prepared: bool) -> Tra
             require_keras("tledge train")
             if early is not None:
                 early.stop()  # the backbone build needs the CPU now; the pass decodes the rest
-            tick = time.perf_counter()
-            backbone, classifier = build_classifier(options, len(dataset.labels))
-            timings["build_s"] = time.perf_counter() - tick
+            backbone, classifier = _build(options, len(dataset.labels), timings)
             record_digest(options, backbone.digest)
             if backbone.warning:
                 reporter.warn(backbone.warning)
@@ -205,14 +210,13 @@ def _feature_cache(options: TrainOptions, digest: str) -> dict[str, str] | None:
     """Where the feature pass cached the features of the saved model's backbone, for
     run.json (`tledge export` answers the float side from them); None when they are not
     on disk or a fine-tuning stage may change the backbone."""
-    from trainer.config import CacheMode, default_cache_dir
-    from trainer.features.cache import model_key
+    from trainer.config import CacheMode
+    from trainer.features.cache import options_key
 
     if options.runtime.cache is not CacheMode.DISK or options.hyper.fine_tune.enabled:
         return None
-    m = options.model
-    root = (options.runtime.cache_dir or default_cache_dir()).expanduser().resolve()
-    return {"root": str(root), "key": model_key(m.backbone.value, m.alpha, m.image_size, m.resize.value, digest)}
+    root = options.runtime.cache_root.expanduser().resolve()
+    return {"root": str(root), "key": options_key(options.model, digest)}
 
 
 def _clean_features(dataset: Dataset, features: dict[tuple[str, str], np.ndarray], splits: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tledge_paths import ROOT
 
 BLOCK = """
@@ -44,37 +46,30 @@ def test_background_import_hands_over_tensorflow_and_keras() -> None:
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
 
 
-def test_a_failed_background_import_is_the_install_hint_in_the_waiting_thread() -> None:
+@pytest.mark.parametrize(
+    ("error", "caught", "expected"),
+    [
+        # an ImportError is the install hint, raised in the waiting thread
+        ("ImportError", "MissingExtraError", ("tledge train needs the 'train' extra", 'pip install "tledge[train]"')),
+        # another failure of the background import is raised as itself
+        ("RuntimeError", "RuntimeError", ("raised: keras blocked by the test",)),
+    ],
+)
+def test_a_failed_background_import_reaches_the_waiting_thread(error: str, caught: str, expected: tuple[str, ...]) -> None:
     result = run_python(
-        BLOCK.format(error="ImportError")
-        + """
+        BLOCK.format(error=error)
+        + f"""
 from edge.errors import MissingExtraError
 from trainer.deps import import_in_background, require_tensorflow
 import_in_background()
 try:
     require_tensorflow('tledge train')
-except MissingExtraError as exc:
-    print(exc)
-"""
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert 'tledge train needs the \'train\' extra' in result.stdout and 'pip install "tledge[train]"' in result.stdout
-
-
-def test_another_failure_of_the_background_import_is_raised_as_itself() -> None:
-    result = run_python(
-        BLOCK.format(error="RuntimeError")
-        + """
-from trainer.deps import import_in_background, require_tensorflow
-import_in_background()
-try:
-    require_tensorflow('tledge train')
-except RuntimeError as exc:
+except {caught} as exc:
     print('raised:', exc)
 """
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "raised: keras blocked by the test" in result.stdout
+    assert all(text in result.stdout for text in expected), result.stdout
 
 
 def test_a_data_mistake_is_reported_without_importing_tensorflow(tmp_path) -> None:
