@@ -1,6 +1,6 @@
-"""TensorFlow imported on a background thread (trainer.deps.import_in_background): the
-waiting caller gets the module, or the failure as if it had imported it itself. Each case
-runs in a fresh interpreter (this one has TensorFlow imported already)."""
+"""The training extra's lazy imports (trainer.deps): the module, the install hint, or the
+failure itself; and mistakes reported before the import. Each case runs in a fresh
+interpreter (this one has TensorFlow imported already)."""
 
 from __future__ import annotations
 
@@ -28,18 +28,15 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", env_code], cwd=ROOT, capture_output=True, text=True, timeout=180)
 
 
-def test_background_import_hands_over_tensorflow_and_keras() -> None:
+def test_require_keras_imports_tensorflow_and_keras_quietly() -> None:
     result = run_python(
         """
-        import sys, threading
-        from trainer.deps import import_in_background, require_keras, require_tensorflow
-        import_in_background()
-        started = any(t.name == 'tledge-import-tensorflow' for t in threading.enumerate()) or 'keras' in sys.modules
+        import sys
+        from trainer.deps import require_keras, require_tensorflow
+        assert 'tensorflow' not in sys.modules
         tf = require_tensorflow('tledge train')
         keras = require_keras('tledge train')
-        assert started
         assert tf is sys.modules['tensorflow'] and keras.layers.Dense(2) is not None
-        assert not any(t.name == 'tledge-import-tensorflow' for t in threading.enumerate())
         print('ok')
         """
     )
@@ -49,19 +46,18 @@ def test_background_import_hands_over_tensorflow_and_keras() -> None:
 @pytest.mark.parametrize(
     ("error", "caught", "expected"),
     [
-        # an ImportError is the install hint, raised in the waiting thread
+        # an ImportError is the install hint
         ("ImportError", "MissingExtraError", ("tledge train needs the 'train' extra", 'pip install "tledge[train]"')),
-        # another failure of the background import is raised as itself
-        ("RuntimeError", "RuntimeError", ("raised: keras blocked by the test",)),
+        # another failure of the import is raised as itself
+        ("RuntimeError", "RuntimeError", ("raised: tensorflow blocked by the test",)),
     ],
 )
-def test_a_failed_background_import_reaches_the_waiting_thread(error: str, caught: str, expected: tuple[str, ...]) -> None:
+def test_a_failed_import_is_the_install_hint_or_itself(error: str, caught: str, expected: tuple[str, ...]) -> None:
     result = run_python(
         BLOCK.format(error=error)
         + f"""
 from edge.errors import MissingExtraError
-from trainer.deps import import_in_background, require_tensorflow
-import_in_background()
+from trainer.deps import require_tensorflow
 try:
     require_tensorflow('tledge train')
 except {caught} as exc:

@@ -106,17 +106,12 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         verbose: bool = VerboseOpt,
     ) -> None:
         """Fine-tune a frozen ImageNet backbone on a folder of class folders (--export: and bundle it)."""
-        from trainer.deps import import_in_background
         from trainer.quiet import quiet_command
 
         export_options = _export_options(export, quantize, mode, io, calibration_images, calibrator, bundle_out, force, max_drop, accept_drop)
         options = _options(**locals())
         with quiet_command(verbose):
-            from trainer.train import train as run_training  # first: no import-lock contention with the thread
-
-            # TensorFlow loads on a thread while train() scans the data and starts decoding
-            # its images; train() waits for it (and gives the install hint if it is missing).
-            import_in_background()
+            from trainer.train import train as run_training
 
             result = run_training(options)
             if export_options is not None:
