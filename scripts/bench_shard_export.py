@@ -1,15 +1,18 @@
 #!/usr/bin/env python
-"""`tledge export RUN --quantize` (default options) before vs after sharded calibration.
+"""`tledge export RUN --quantize` (default options) by a baseline tree and this one, alternating.
 
-"before" is a source tree of the baseline commit (TensorFlow's single-pass calibrator),
-"after" this tree (the same calibrator on one shard of the images per CPU; the same int8
-file, scripts/shard_calibration_check.py). Runs alternate (before, after, before, ...) so
-a change in load hits both sides. Each export is its own process, on the stand-in run of
-scripts/bench_calibrator.py (made there if missing).
+Written for sharded calibration (issue 13, fourth round): "before" a source tree of the
+baseline commit (TensorFlow's single-pass calibrator), "after" this tree (the same
+calibrator on one shard of the images per CPU; the same int8 file,
+scripts/shard_calibration_check.py). Used again for later changes of the export (fifth
+round: bias correction's means from the run's backbone file), with --output. Runs
+alternate (before, after, before, ...) so a change in load hits both sides. Each export is
+its own process, on the stand-in run of scripts/bench_calibrator.py (made there if
+missing) or --run.
 
-    flock /work/bench.lock .venv/bin/python scripts/bench_shard_export.py --before /tmp/base [--repeat 2] [--key NAME]
+    flock /work/bench.lock .venv/bin/python scripts/bench_shard_export.py --before /tmp/base [--repeat 2] [--key NAME] [--output NAME]
 
-Merges its rows under --key into scripts/results/shard_calibration_export.json.
+Merges its rows under --key into scripts/results/<--output>.json (shard_calibration_export).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def one_export(bench: Bench, work: Path, cache: Path, run_dir: Path, label: str,
     report = row["result"]
     return {"side": label, "run": i, "wall_s": row["wall_s"], "cpu_s": row["cpu_s"], "load_avg_1m": row["load_avg_1m"], "stages": row["stages"],
             "calibrator": report.get("calibrator"), "calibrator_shards": report.get("calibrator_shards"),
+            "bias_correction_means": report.get("bias_correction_means"),
             **fidelity(report)}
 
 
@@ -57,6 +61,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="export this run instead of the stand-in's (e.g. a clothing-small run)")
     parser.add_argument("--cache", type=Path, help="with --run: the feature cache it was trained with ($TLEDGE_CACHE)")
     parser.add_argument("--key", default="standin")
+    parser.add_argument("--output", default=RESULT.stem, help="result file name under scripts/results/, without .json")
     args = parser.parse_args()
     run_dir = args.run.resolve() if args.run else standin_run(args.work, args.weights)[0]
     cache = args.cache.resolve() if args.cache else args.work / "cache"  # $TLEDGE_CACHE: the float side reads the run's features there
@@ -78,9 +83,10 @@ def main() -> None:
                           **{f"{k}_median": round(statistics.median(r["stages"][k] for r in group), 2) for k in group[0]["stages"]}}
     part = {**header, "command": "scripts/bench_shard_export.py " + " ".join(sys.argv[1:]), "run_dir": str(run_dir),
             "before_tree": str(args.before), "rows": rows, "summary": summary, "load_avg_end": [round(x, 2) for x in os.getloadavg()]}
-    result = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
+    output = RESULT.with_name(f"{args.output}.json")
+    result = json.loads(output.read_text()) if output.is_file() else {}
     result[args.key] = part
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 

@@ -9,6 +9,7 @@ One job per module:
 - ``convert``: Keras -> .tflite per quantization mode, calibration sampling;
 - ``calibration``: int8 ranges measured with the edge runtime's interpreter, for TensorFlow's quantizer;
 - ``bias_correction``: int8 weight-rounding mean shift, cancelled before conversion;
+- ``input_means``: its statistics from the run's float TFLite backbone, in a process of its own;
 - ``signature``: the serving signature, written into the directly converted file;
 - ``schema``: the one source of the TFLite flatbuffer schema bindings;
 - ``tflite_inspect``: what a .tflite really holds (ops, tensor types, I/O);

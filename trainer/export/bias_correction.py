@@ -15,6 +15,10 @@ conv; scaling an output channel by the BatchNorm's factor scales its int8 scale 
 so rounding the unfolded kernel gives the same dW (up to that factor, which the
 BatchNorm applies to the mean as well).
 
+The means come from the training run's float TFLite backbone when the exporter measured
+them there meanwhile (`trainer.export.input_means`; matched to the Keras convolutions by
+layer name and input shape), else from one compiled Keras forward pass.
+
 The corrected model is only what the converter sees; the float model that the export
 is verified against is untouched (`bias_corrected` corrects a copy) or put back as it was
 once the converter has read it (`bias_corrected_in_place`, what the exporter uses).
@@ -22,16 +26,29 @@ once the converter has read it (`bias_corrected_in_place`, what the exporter use
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from trainer.export.input_means import ConvMean
 
 #: Levels on each side of zero of a symmetric int8 weight (TFLite uses -127..127).
 INT8_WEIGHT_LEVELS = 127
 _CONVS = ("Conv2D", "DepthwiseConv2D")
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What `bias_corrected_in_place` changed: how many conv layers, and where their input
+    means came from ("tflite": the run's float backbone file; "keras": a Keras pass)."""
+
+    layers: int
+    means_from: str | None = None  # None: nothing corrected
 
 
 @dataclass(frozen=True)
@@ -111,18 +128,57 @@ def _input_means(model: Any, owner: Any, convs: list[Any], images: Iterable[np.n
     return [total / max(count, 1) for total in sums]
 
 
-def _shift_means(model: Any, images: Iterable[np.ndarray], undo: list[tuple[Any, list[np.ndarray]]]) -> int:
+def _file_op(layer_name: str) -> re.Pattern[str]:
+    """How a converted file names the op of Keras convolution `layer_name` in its output
+    tensor's name: "…/<layer>_<n>/convolution" (Conv2D; "convolution1" where a 1x1 conv
+    on a small map is lowered differently) or "…/<layer>_<n>/depthwise"."""
+    return re.compile(rf"(?:^|[/;]){re.escape(layer_name)}(?:_\d+)?/(?:convolution|depthwise)\d*(?:[/;]|$)")
+
+
+def _measured_means(convs: list[Any], measured: Sequence["ConvMean"]) -> list[np.ndarray] | None:
+    """The input means of `convs` from the backbone file's (`trainer.export.input_means`),
+    or None unless each conv matches exactly one of the file's convolutions by name, with
+    the same input shape up to a ZeroPadding2D the converter folded into the convolution."""
+    out = []
+    for conv in convs:
+        pattern = _file_op(conv.name)
+        hits = [m for m in measured if pattern.search(m.name)]
+        if len(hits) != 1:
+            return None
+        (height, width, channels), mean = hits[0].shape, hits[0].mean
+        keras_height, keras_width, keras_channels = (int(d) for d in conv.input.shape[1:])
+        if channels != keras_channels or mean.shape != (channels,):
+            return None
+        if (height, width) != (keras_height, keras_width):
+            # The file pads inside the convolution; the Keras input holds the zero border,
+            # which adds nothing to the sum and counts in the mean.
+            source = _reads(conv)
+            if type(source).__name__ != "ZeroPadding2D" or tuple(int(d) for d in source.input.shape[1:3]) != (height, width):
+                return None
+            mean = mean * (height * width) / (keras_height * keras_width)
+        out.append(mean)
+    return out
+
+
+def _shift_means(
+    model: Any, images: Iterable[np.ndarray], undo: list[tuple[Any, list[np.ndarray]]], measured: Sequence["ConvMean"] | None = None
+) -> Correction:
     """Add each pair's rounding shift to its BatchNorm's moving mean, in `model`; every
-    BatchNorm's weights before the change go to `undo` first. Returns the pairs changed."""
+    BatchNorm's weights before the change go to `undo` first. The input means come from
+    `measured` where they all match, else from a Keras pass over `images`."""
     found = find_conv_norms(model)
     owners = {id(owner): owner for owner, _ in found}
     if len(owners) != 1:
-        return 0  # none, or spread over several nested models: leave it to the converter
+        return Correction(0)  # none, or spread over several nested models: leave it to the converter
     owner = next(iter(owners.values()))
     if owner is not model and owner not in model.layers:
-        return 0
+        return Correction(0)
     pairs = [pair for _, pair in found]
-    means = _input_means(model, owner, [pair.conv for pair in pairs], images)
+    convs = [pair.conv for pair in pairs]
+    means = _measured_means(convs, measured) if measured else None
+    means_from = "keras" if means is None else "tflite"
+    if means is None:
+        means = _input_means(model, owner, convs, images)
     for pair, mean in zip(pairs, means):
         kernel = pair.conv.get_weights()[0]
         shift = output_shift(kernel, type(pair.conv).__name__ == "DepthwiseConv2D", mean)
@@ -130,7 +186,7 @@ def _shift_means(model: Any, images: Iterable[np.ndarray], undo: list[tuple[Any,
         undo.append((pair.norm, [w.copy() for w in weights]))
         weights[-2] = (weights[-2] + shift).astype(weights[-2].dtype)
         pair.norm.set_weights(weights)
-    return len(pairs)
+    return Correction(len(pairs), means_from)
 
 
 def bias_corrected(model: Any, images: Iterable[np.ndarray]) -> tuple[Any, int]:
@@ -144,21 +200,22 @@ def bias_corrected(model: Any, images: Iterable[np.ndarray]) -> tuple[Any, int]:
     keras = require_keras("tledge export")
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    return copy, _shift_means(copy, images, [])
+    return copy, _shift_means(copy, images, []).layers
 
 
 @contextmanager
-def bias_corrected_in_place(model: Any, images: Iterable[np.ndarray]) -> Iterator[int]:
+def bias_corrected_in_place(model: Any, images: Iterable[np.ndarray], measured: Sequence["ConvMean"] | None = None) -> Iterator[Correction]:
     """`model` itself corrected as `bias_corrected` corrects a copy, for the duration of
     the block, and its BatchNorm weights put back on leaving (an error included).
-    Yields how many conv layers were corrected.
+    `measured`: the input means from the run's float backbone file, used where they all
+    match. Yields what was corrected.
 
     The exporter converts inside the block: copying a model (rebuilding every layer and
     copying every weight) costs more than the correction itself.
     """
     undo: list[tuple[Any, list[np.ndarray]]] = []
     try:
-        yield _shift_means(model, images, undo)
+        yield _shift_means(model, images, undo, measured)
     finally:
         for norm, weights in reversed(undo):
             norm.set_weights(weights)

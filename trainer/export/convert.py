@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from trainer.errors import ExportError
 from trainer.export.options import CalibratorKind, IOType, QuantizationMode, resolve_calibrator
 from trainer.export.signature import with_serving_signature
 from trainer.quiet import native_stderr_hidden
+
+if TYPE_CHECKING:
+    from trainer.export.input_means import ConvMean
 
 Sample = tuple[str, int]  # (image path, class index)
 
@@ -153,6 +156,7 @@ class Converted:
     calibrator_note: str | None = None  # why TensorFlow's calibrator ran when LiteRT was asked for
     calibrator_shards: int | None = None  # TensorFlow's calibrator: shards of the samples calibrated at once
     shards_note: str | None = None  # why TensorFlow's calibrator ran as one pass (same ranges, slower)
+    bias_means: str | None = None  # bias correction's input means: "tflite" (the run's backbone file), "keras"; None: no correction
 
 
 def convert(
@@ -179,19 +183,24 @@ def convert_detailed(
     representative: Callable[[], Iterator[list[np.ndarray]]] | None = None,
     bias_correction: bool = True,
     calibrator: CalibratorKind | None = None,
+    input_means: Callable[[], Sequence[ConvMean] | None] | None = None,
 ) -> Converted:
-    """`convert`, also saying which calibrator ran (int8)."""
+    """`convert`, also saying which calibrator ran (int8). `input_means` gives bias
+    correction's statistics measured on the run's float backbone file
+    (`trainer.export.input_means`; None: measured through Keras)."""
     from trainer.deps import require_tensorflow
 
     tf = require_tensorflow("tledge export")
     wanted = resolve_calibrator(calibrator) if mode is QuantizationMode.INT8 else None
     record = None
+    correction = None
     with ExitStack() as stack:
         if mode is QuantizationMode.INT8 and bias_correction and representative is not None:
             from trainer.export.bias_correction import bias_corrected_in_place
 
             # the converter reads the corrected weights; the block puts the originals back
-            stack.enter_context(bias_corrected_in_place(model, _batches(representative)))
+            measured = input_means() if input_means is not None else None
+            correction = stack.enter_context(bias_corrected_in_place(model, _batches(representative), measured))
         if wanted is CalibratorKind.LITERT:
             from trainer.export.calibration import litert_calibration
 
@@ -202,11 +211,12 @@ def convert_detailed(
             # TensorFlow's own ranges, bit for bit, measured on a shard of the samples per CPU
             record = stack.enter_context(sharded_calibration())
         raw = _convert(tf, model, mode, io_type, representative)
+    means_from = correction.means_from if correction is not None else None
     if wanted is None or record is None:
-        return Converted(with_serving_signature(raw))
+        return Converted(with_serving_signature(raw), bias_means=means_from)
     if wanted is CalibratorKind.TENSORFLOW:
-        return Converted(with_serving_signature(raw), CalibratorKind.TENSORFLOW, None, record.shards, record.fallback_reason)
-    return Converted(with_serving_signature(raw), record.used, record.fallback_reason, 1 if record.fallback_reason else None)
+        return Converted(with_serving_signature(raw), CalibratorKind.TENSORFLOW, None, record.shards, record.fallback_reason, means_from)
+    return Converted(with_serving_signature(raw), record.used, record.fallback_reason, 1 if record.fallback_reason else None, bias_means=means_from)
 
 
 def _convert(tf: Any, model: Any, mode: QuantizationMode, io_type: IOType, representative: Any) -> bytes:

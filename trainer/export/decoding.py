@@ -22,7 +22,8 @@ from edge.preprocess import ResizePolicy, resize_rgb
 from trainer.errors import ExportError
 
 
-def _load(path: str, size: tuple[int, int], policy: ResizePolicy, purpose: str) -> np.ndarray:
+def load_image(path: str, size: tuple[int, int], policy: ResizePolicy, purpose: str) -> np.ndarray:
+    """One image decoded and resized as the device does; `purpose` names it in the error."""
     try:
         return resize_rgb(load_rgb(path), size, policy)
     except ImageError as exc:
@@ -43,7 +44,7 @@ class BackgroundDecoder:
 
     def submit(self, name: str, paths: Sequence[str], purpose: str) -> None:
         """Queue `paths` (in order) as group `name`; `purpose` names them in errors."""
-        self._groups[name] = [self._pool.submit(_load, str(p), self.size, self.policy, purpose) for p in paths]
+        self._groups[name] = [self._pool.submit(load_image, str(p), self.size, self.policy, purpose) for p in paths]
 
     def images(self, name: str) -> np.ndarray:
         """Group `name` as one (N, H, W, 3) uint8 array, in submission order (blocks)."""

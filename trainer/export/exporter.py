@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from trainer.export.bundle_writer import BundleStaging, check_target
 from trainer.export.convert import Converted, convert_detailed, representative_images, stratified_sample
 from trainer.export.decoding import BackgroundDecoder
 from trainer.export.float_side import cached_features, head_float_top
+from trainer.export.input_means import MeansSpec, MeansWorker
 from trainer.export.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
 from trainer.export.selftest_writer import write_selftest
 from trainer.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, IOType, QuantizationMode, resolve_calibrator
@@ -157,7 +159,8 @@ def export(
     notes: list[str] = []
     calibration_paths = _calibration_paths(run, options, notes, log)
     verify_splits = {"val": run.splits["val"], "test": run.splits["test"]}
-    with BackgroundDecoder(run.image_size, run.resize) as decoder:
+    means = _means_worker(run, options, calibration_paths)
+    with means or nullcontext(), BackgroundDecoder(run.image_size, run.resize) as decoder:
         # Everything is queued now: decoding overlaps model loading, conversion and the
         # calibration, and the calibration images come first.
         decoder.submit("calibration", calibration_paths, "Calibration")
@@ -166,12 +169,31 @@ def export(
         model = _load_keras(run, model)
         representative = representative_images(decoder.images("calibration")) if calibration_paths else None
         log(f"converting to {options.quantization.value}" + (f" with {len(calibration_paths)} calibration images" if calibration_paths else ""))
-        converted = convert_detailed(model, options.quantization, options.io_type, representative, options.bias_correction, calibrator)
+        converted = convert_detailed(
+            model, options.quantization, options.io_type, representative, options.bias_correction, calibrator, means.result if means else None
+        )
         _note_calibrator(converted, notes, log)
         if float_features is None:  # tledge export: the training run's features, if cached on disk
             float_features = cached_features(run.run, verify_splits)
         float_top = head_float_top(model, float_features, verify_splits) if float_features else None
         return _finish(run, options, model, converted, target, notes, len(calibration_paths), verify_splits, decoder.images, float_top, log)
+
+
+def _means_worker(run: RunFolder, options: ExportOptions, calibration_paths: list[str]) -> MeansWorker | None:
+    """Bias correction's statistics measured on the run's float TFLite backbone in a process
+    of its own, started now, before TensorFlow's import (`trainer.export.input_means`);
+    None when the correction does not run or run.json names no feature cache holding it."""
+    from trainer.features.tflite_engine import cached_tflite_path
+
+    where = run.run.get("feature_cache")
+    if not (options.quantization is QuantizationMode.INT8 and options.bias_correction and calibration_paths and isinstance(where, dict)):
+        return None
+    if not isinstance(where.get("root"), str) or not isinstance(where.get("key"), str):
+        return None
+    backbone = cached_tflite_path(Path(where["root"]), where["key"])
+    if not backbone.is_file():
+        return None
+    return MeansWorker(MeansSpec(backbone, tuple(calibration_paths), run.image_size, run.resize))
 
 
 def _note_calibrator(converted: Converted, notes: list[str], log: Log) -> None:
@@ -205,6 +227,9 @@ def _finish(
             # TensorFlow's calibrator: how many shards of the calibration images it ran on at
             # once (the single pass's exact ranges either way); 1 when the single pass ran
             "calibrator_shards": converted.calibrator_shards,
+            # bias correction's per-conv input means: "tflite" (measured on the training run's
+            # float backbone file while TensorFlow imported) or "keras"; null: no correction
+            "bias_correction_means": converted.bias_means,
             "ops": list(summary.ops),
             "tensor_dtypes": list(summary.tensor_dtypes),
             "source_run": facts.source_run,
