@@ -112,13 +112,14 @@ def make_tiny_run(
     return run
 
 
-def train_on_clothing(shared: Path, weights: Path, out_dir: Path, name: str, subset: int, image_size: int):
+def train_on_clothing(shared: Path, weights: Path, out_dir: Path, name: str, subset: int, image_size: int, cache_dir: Path | None = None):
     """A real run: the ImageNet backbone at `weights` and a head trained on `subset` images per
-    class and split of ../shared's clothing-small (seed 0, no augmentation, memory cache).
-    Skips the test when the dataset is absent."""
+    class and split of ../shared's clothing-small (seed 0, no augmentation; memory cache, or
+    with `cache_dir` a disk cache there and the TFLite feature engine, so that run.json names
+    the cache and its converted backbone). Skips the test when the dataset is absent."""
     import pytest
 
-    from trainer.config import CacheMode, DataOptions, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsKind, WeightsSpec
+    from trainer.config import CacheMode, DataOptions, FeatureEngine, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsKind, WeightsSpec
     from trainer.train import train
 
     data = shared / "datasets" / "clothing-small"
@@ -129,7 +130,8 @@ def train_on_clothing(shared: Path, weights: Path, out_dir: Path, name: str, sub
             data=DataOptions(data, subset=subset),
             model=ModelOptions(image_size=image_size, weights=WeightsSpec(WeightsKind.FILE, weights)),
             hyper=HyperParams(augment_views=0),
-            runtime=RuntimeOptions(cache=CacheMode.MEMORY, quiet=True),
+            runtime=RuntimeOptions(cache=CacheMode.MEMORY, quiet=True) if cache_dir is None
+            else RuntimeOptions(engine=FeatureEngine.TFLITE, cache=CacheMode.DISK, cache_dir=cache_dir, quiet=True),
             out_dir=out_dir,
             name=name,
             seed=0,
