@@ -137,3 +137,29 @@ def train_on_clothing(shared: Path, weights: Path, out_dir: Path, name: str, sub
             seed=0,
         )
     )
+
+
+def cli_tiny_train(dataset: Path, runs: Path, engine: str) -> dict:
+    """`tledge train --json` of a tiny model (alpha 0.35, 48 px, random weights, 2 epochs)
+    on `dataset` with feature engine `engine`, through the CLI; its JSON summary. The
+    cache is the caller's $TLEDGE_CACHE."""
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(dataset), "--out", str(runs), "--alpha", "0.35", "--image-size", "48",
+                                      "--weights", "none", "--epochs", "2", "--engine", engine, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def cli_int8_export(run_dir: Path, out: Path) -> dict:
+    """`tledge export RUN --quantize --json` (40 calibration images, drop accepted) through
+    the CLI; its JSON report."""
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    result = CliRunner().invoke(app, ["export", str(run_dir), "--quantize", "--calibration-images", "40", "--out", str(out), "--accept-drop", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from export_helpers import cli_int8_export, cli_tiny_train
+
 from edge.images import load_rgb
 from edge.preprocess import resize_rgb
 from trainer.errors import ExportError
@@ -132,23 +134,14 @@ def test_standalone_export_verifies_from_the_runs_cached_features(synthetic_data
     from it (the run's own val accuracy), and from Keras once the cache is gone."""
     import shutil
 
-    from edge.cli import app
-
     monkeypatch.setenv("TLEDGE_CACHE", str(tmp_path / "cache"))
-    runner = CliRunner()
-    trained = runner.invoke(app, ["train", str(synthetic_dataset), "--out", str(tmp_path / "runs"), "--alpha", "0.35", "--image-size", "48",
-                                  "--weights", "none", "--epochs", "2", "--engine", "keras", "--json"])
-    assert trained.exit_code == 0, trained.output
-    run = json.loads(trained.stdout.strip().splitlines()[-1])
+    run = cli_tiny_train(synthetic_dataset, tmp_path / "runs", "keras")
     run_dir = Path(run["run_dir"])
     where = json.loads((run_dir / "run.json").read_text())["feature_cache"]
     assert Path(where["root"]) == (tmp_path / "cache").resolve() and (tmp_path / "cache" / "features" / where["key"]).is_dir()
 
     def export(out: str) -> dict:
-        result = runner.invoke(app, ["export", str(run_dir), "--quantize", "--calibration-images", "40", "--out", str(tmp_path / out),
-                                     "--accept-drop", "--json"])
-        assert result.exit_code == 0, result.output
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        return cli_int8_export(run_dir, tmp_path / out)
 
     cached = export("bundle-a")
     assert cached["float_side"] == "features+head"

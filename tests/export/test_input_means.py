@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
+
+from export_helpers import cli_int8_export, cli_tiny_train
 
 SIZE = 64  # MobileNetV2 pads before each stride-2 depthwise conv: 4 of its 52 convs at this size
 
@@ -125,23 +126,14 @@ def test_worker_measures_in_its_own_process_and_reports_a_failure(mobilenet, tmp
 
 
 def test_export_measures_the_means_on_the_runs_backbone_file_else_through_keras(synthetic_dataset, tmp_path, monkeypatch):
-    from edge.cli import app
-
     monkeypatch.setenv("TLEDGE_CACHE", str(tmp_path / "cache"))
-    runner = CliRunner()
-    trained = runner.invoke(app, ["train", str(synthetic_dataset), "--out", str(tmp_path / "runs"), "--alpha", "0.35", "--image-size", "48",
-                                  "--weights", "none", "--epochs", "2", "--engine", "tflite", "--json"])
-    assert trained.exit_code == 0, trained.output
-    run_dir = Path(json.loads(trained.stdout.strip().splitlines()[-1])["run_dir"])
+    run_dir = Path(cli_tiny_train(synthetic_dataset, tmp_path / "runs", "tflite")["run_dir"])
     where = json.loads((run_dir / "run.json").read_text())["feature_cache"]
     backbone = tmp_path / "cache" / "backbones" / f"{where['key']}.tflite"
     assert backbone.is_file()
 
     def export(out: str) -> dict:
-        result = runner.invoke(app, ["export", str(run_dir), "--quantize", "--calibration-images", "40", "--out", str(tmp_path / out),
-                                     "--accept-drop", "--json"])
-        assert result.exit_code == 0, result.output
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        return cli_int8_export(run_dir, tmp_path / out)
 
     from_file = export("bundle-a")
     assert from_file["bias_correction_means"] == "tflite"
