@@ -36,9 +36,12 @@ def export_once(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     options = {
         "int8": lambda out: ExportOptions.for_int8(out=out, accept_drop=True),
         "int8-io8": lambda out: ExportOptions.for_int8("int8", out=out, accept_drop=True),
-        "float16": lambda out: ExportOptions.for_float16(out=out),
+        # every mode accepts a drop: one flipped image of these 48 is 2.1 points, and which
+        # near-tie flips moves with the CPU's float kernels (float16 did on an AMD EPYC);
+        # test_export_modes holds each mode's agreement to its own bar
+        "float16": lambda out: ExportOptions.for_float16(out=out, accept_drop=True),
         "dynamic": lambda out: ExportOptions.for_dynamic(out=out, accept_drop=True),
-        "float32": lambda out: ExportOptions.for_float32(out=out),
+        "float32": lambda out: ExportOptions.for_float32(out=out, accept_drop=True),
     }
 
     def get(key: str) -> object:

@@ -41,7 +41,10 @@ from edge.errors import ModelError
 from trainer.export.options import CalibratorKind
 from trainer.export.schema import TFLITE_IDENTIFIER, tflite_schema
 
-__all__ = ["CalibrationRecord", "Measure", "Unsupported", "litert_calibration", "logged_tensors", "measure_ranges", "plan", "swapped_calibrator", "with_ranges"]
+__all__ = [
+    "CalibrationRecord", "Measure", "Unsupported", "litert_calibration", "logged_tensors", "measure_ranges", "plan", "swapped_calibrator",
+    "tensor_indices", "with_outputs", "with_ranges",
+]
 
 Ranges = dict[int, tuple[float, float]]  # tensor index in subgraph 0 -> (min, max)
 
@@ -83,7 +86,7 @@ def logged_tensors(model: Any) -> tuple[int, ...]:
     graph = model.subgraphs[0]
     logged: set[int] = set()
     for op in graph.operators:
-        for index in [*_indices(op.inputs), *_indices(op.outputs)]:
+        for index in [*tensor_indices(op.inputs), *tensor_indices(op.outputs)]:
             tensor = graph.tensors[index]
             data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
             if tensor.type == schema.TensorType.FLOAT32 and (data is None or len(data) == 0):
@@ -91,7 +94,8 @@ def logged_tensors(model: Any) -> tuple[int, ...]:
     return tuple(sorted(logged))
 
 
-def _indices(values: Any) -> list[int]:
+def tensor_indices(values: Any) -> list[int]:
+    """An operator's or a graph's tensor indices, without the -1 of an optional input left out."""
     return [int(v) for v in (values if values is not None else []) if int(v) >= 0]  # -1: an optional input left out
 
 
@@ -129,8 +133,8 @@ def _in_place_pairs(model_content: bytes, model: Any, logged: tuple[int, ...]) -
         del view  # the interpreter refuses to work while a view is held
     pairs = []
     for op in model.subgraphs[0].operators:
-        for out in _indices(op.outputs):
-            for inp in _indices(op.inputs):
+        for out in tensor_indices(op.outputs):
+            for inp in tensor_indices(op.inputs):
                 if inp in wanted and out in wanted and inp != out and address[inp][0] == address[out][0]:
                     if address[inp][1] != address[out][1]:
                         raise Unsupported("an in-place operator's output differs in size from its input")
@@ -138,13 +142,13 @@ def _in_place_pairs(model_content: bytes, model: Any, logged: tuple[int, ...]) -
     return tuple(pairs)
 
 
-def _with_outputs(model: Any, logged: tuple[int, ...]) -> bytes:
+def with_outputs(model: Any, logged: tuple[int, ...]) -> bytes:
     """The model with every logged tensor made a graph output, so a delegate writes them."""
     import flatbuffers
 
     graph = model.subgraphs[0]
-    kept = set(_indices(graph.inputs)) | set(_indices(graph.outputs))
-    graph.outputs = [*_indices(graph.outputs), *(i for i in logged if i not in kept)]
+    kept = set(tensor_indices(graph.inputs)) | set(tensor_indices(graph.outputs))
+    graph.outputs = [*tensor_indices(graph.outputs), *(i for i in logged if i not in kept)]
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), TFLITE_IDENTIFIER)
     return bytes(builder.Output())
@@ -159,7 +163,7 @@ def plan(model_content: bytes) -> _Plan:
     if not logged:
         raise Unsupported("no float32 tensor to calibrate")
     in_place = _in_place_pairs(model_content, model, logged)
-    return _Plan(logged, in_place, _with_outputs(model, logged))
+    return _Plan(logged, in_place, with_outputs(model, logged))
 
 
 def measure_ranges(model_content: bytes, samples: Iterable[Any], threads: int | None = None) -> Ranges:

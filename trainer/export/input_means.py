@@ -63,7 +63,7 @@ class MeansSpec:
 def _conv_inputs(content: bytes) -> tuple[list[tuple[int, str, tuple[int, int, int]]], bytes]:
     """(input tensor, output name, input shape) of every CONV_2D / DEPTHWISE_CONV_2D of
     subgraph 0, and the model with each such input made a graph output."""
-    from trainer.export.calibration import Unsupported, _indices, _with_outputs
+    from trainer.export.calibration import Unsupported, tensor_indices, with_outputs
     from trainer.export.schema import tflite_schema
 
     schema = tflite_schema()
@@ -77,15 +77,15 @@ def _conv_inputs(content: bytes) -> tuple[list[tuple[int, str, tuple[int, int, i
         code = model.operatorCodes[op.opcodeIndex]
         if max(code.builtinCode, code.deprecatedBuiltinCode) not in kinds:
             continue
-        tensor = graph.tensors[_indices(op.inputs)[0]]
-        shape = tuple(int(d) for d in tensor.shape)
+        source = tensor_indices(op.inputs)[0]
+        shape = tuple(int(d) for d in graph.tensors[source].shape)
         if len(shape) != 4:
             raise Unsupported(f"a convolution's input has shape {list(shape)}")
-        name = graph.tensors[_indices(op.outputs)[0]].name
-        found.append((_indices(op.inputs)[0], name.decode() if isinstance(name, bytes) else str(name), shape[1:]))
+        name = graph.tensors[tensor_indices(op.outputs)[0]].name
+        found.append((source, name.decode() if isinstance(name, bytes) else str(name), shape[1:]))
     if not found:
         raise Unsupported("the backbone file has no convolution")
-    return found, _with_outputs(model, tuple(sorted({index for index, _, _ in found})))
+    return found, with_outputs(model, tuple(sorted({index for index, _, _ in found})))
 
 
 def conv_input_means(content: bytes, images: np.ndarray, threads: int = 1) -> list[ConvMean]:
