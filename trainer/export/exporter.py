@@ -21,7 +21,7 @@ from trainer.errors import ExportError
 from trainer.export.bundle_writer import BundleStaging, check_target
 from trainer.export.convert import Converted, convert_detailed, representative_images, stratified_sample
 from trainer.export.decoding import BackgroundDecoder
-from trainer.export.float_side import cached_features, head_float_top
+from trainer.export.float_side import cached_features, feature_cache_of, head_float_top
 from trainer.export.input_means import MeansSpec, MeansWorker
 from trainer.export.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
 from trainer.export.selftest_writer import write_selftest
@@ -185,12 +185,10 @@ def _means_worker(run: RunFolder, options: ExportOptions, calibration_paths: lis
     None when the correction does not run or run.json names no feature cache holding it."""
     from trainer.features.tflite_engine import cached_tflite_path
 
-    where = run.run.get("feature_cache")
-    if not (options.quantization is QuantizationMode.INT8 and options.bias_correction and calibration_paths and isinstance(where, dict)):
+    where = feature_cache_of(run.run)
+    if not (options.quantization is QuantizationMode.INT8 and options.bias_correction and calibration_paths and where is not None):
         return None
-    if not isinstance(where.get("root"), str) or not isinstance(where.get("key"), str):
-        return None
-    backbone = cached_tflite_path(Path(where["root"]), where["key"])
+    backbone = cached_tflite_path(*where)
     if not backbone.is_file():
         return None
     return MeansWorker(MeansSpec(backbone, tuple(calibration_paths), run.image_size, run.resize))

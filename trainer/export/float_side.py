@@ -47,6 +47,14 @@ def head_float_top(model: Any, vectors: Mapping[str, np.ndarray], splits: Mappin
     return top
 
 
+def feature_cache_of(run: Mapping[str, Any]) -> tuple[Path, str] | None:
+    """(root, key) of the feature cache run.json (`run`) names, or None when it names none."""
+    where = run.get("feature_cache")
+    if not isinstance(where, dict) or not isinstance(where.get("root"), str) or not isinstance(where.get("key"), str):
+        return None
+    return Path(where["root"]), where["key"]
+
+
 def cached_features(run: Mapping[str, Any], splits: Mapping[str, Sequence[tuple[str, int]]]) -> dict[str, np.ndarray] | None:
     """Image path -> the training run's cached clean-view features, for every image in
     `splits`, from the cache run.json (`run`) names; None when it names none or any image
@@ -55,10 +63,10 @@ def cached_features(run: Mapping[str, Any], splits: Mapping[str, Sequence[tuple[
     from trainer.features.cache import FeatureCache
     from trainer.features.views import CLEAN_VIEW
 
-    where = run.get("feature_cache")
-    if not isinstance(where, dict) or not isinstance(where.get("root"), str) or not isinstance(where.get("key"), str):
+    where = feature_cache_of(run)
+    if where is None:
         return None
-    cache = FeatureCache(CacheMode.DISK, Path(where["root"]), where["key"])
+    cache = FeatureCache(CacheMode.DISK, *where)
     if not cache.folder.is_dir():
         return None
     out: dict[str, np.ndarray] = {}
