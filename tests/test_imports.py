@@ -129,3 +129,26 @@ def test_the_cli_leaves_its_objects_to_the_os_at_exit() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("frozen at exit: True"), result.stdout[-300:]
+
+
+def test_tensorflow_imports_without_matplotlib_which_loads_when_drawn() -> None:
+    """require_keras() leaves matplotlib unimported (Keras' plotting utilities would pull
+    it in), and tledge's own pictures still import and draw it afterwards."""
+    result = run_python(
+        """
+        import sys
+        from trainer.deps import require_keras
+        keras = require_keras()
+        assert not any(m.split('.')[0] == 'matplotlib' for m in sys.modules), 'matplotlib imported with TensorFlow'
+        assert not any(type(f).__name__ == '_NoMatplotlib' for f in sys.meta_path), 'the finder stayed'
+        keras.layers.Dense(2)  # Keras works
+        import tempfile, pathlib
+        from trainer.plots import plot_history
+        out = pathlib.Path(tempfile.mkdtemp()) / 'curves.png'
+        plot_history([{'stage': 'head', 'epoch': 1, 'loss': 1.0, 'accuracy': 0.5, 'val_loss': 1.1, 'val_accuracy': 0.4}], out)
+        assert out.stat().st_size > 1000
+        print('ok')
+        """
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("ok")
