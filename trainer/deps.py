@@ -13,7 +13,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from types import ModuleType
 
 from edge.errors import MissingExtraError
@@ -59,33 +59,46 @@ def require_tensorflow(what: str = "Training") -> ModuleType:
     return tf
 
 
-class _NoMatplotlib(importlib.abc.MetaPathFinder):
-    """Refuses matplotlib's modules, as if it were not installed."""
+class _Hidden(importlib.abc.MetaPathFinder):
+    """Refuses the modules of `packages`, as if they were not installed."""
+
+    def __init__(self, packages: tuple[str, ...]) -> None:
+        self.packages = packages
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "matplotlib" or name.startswith("matplotlib."):
-            raise ImportError(f"{name} is not imported while TensorFlow imports (trainer.deps)")
+        if name.split(".")[0] in self.packages:
+            raise ModuleNotFoundError(f"{name} is not imported here (trainer.deps.hidden)", name=name)
         return None
 
 
 @contextmanager
-def matplotlib_hidden() -> Iterator[None]:
+def hidden(*packages: str) -> Iterator[None]:
+    """For the block, importing any of `packages` (top-level names) fails with
+    ModuleNotFoundError, as if it were not installed; one already imported is not hidden.
+    For libraries that import a heavy optional dependency they only need for features
+    tledge does not use (`matplotlib_hidden`, trainer.export.metadata). Process-wide while
+    it lasts: for imports made before any worker thread could import those packages."""
+    names = tuple(p for p in packages if p not in sys.modules)
+    if not names:
+        yield
+        return
+    finder = _Hidden(names)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
+def matplotlib_hidden() -> AbstractContextManager[None]:
     """Keep matplotlib out of TensorFlow's import. TensorFlow imports Keras, and Keras'
     plotting utilities (keras.visualization, which tledge does not use) import
     matplotlib.pyplot if they can: about a second of CPU on the 2-core machine, in every
     `tledge train` and `tledge export`, where the features or the calibration need that
     core. Keras treats the module as missing, so those utilities are unavailable in
     tledge's processes; tledge's own pictures (trainer.plots) import matplotlib when they
-    are drawn. Nothing is hidden when matplotlib is already imported."""
-    if "matplotlib" in sys.modules:
-        yield
-        return
-    finder = _NoMatplotlib()
-    sys.meta_path.insert(0, finder)
-    try:
-        yield
-    finally:
-        sys.meta_path.remove(finder)
+    are drawn."""
+    return hidden("matplotlib")
 
 
 def require_keras(what: str = "Training") -> ModuleType:

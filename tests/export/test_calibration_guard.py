@@ -12,9 +12,11 @@ or more on the Xeon machines and 97.6-98.35 % on an AMD EPYC whatever the count 
 256 images; scripts/results/guard_agreement_sweep.json, BENCHMARKS.md section 9). So where the default falls short,
 an export with REFERENCE_FACTOR times as many images decides: if that one reaches the bar,
 the cut is to blame and the test fails; if it does not, the default must stay within
-MAX_SHORTFALL of it. Both sources of bias correction's statistics are held to this: the
-run's float backbone file (the default with a disk cache, trainer/export/input_means.py)
-and the Keras pass. Slow (real weights, ../shared data).
+MAX_SHORTFALL of it. Both ways of making the int8 file are held to this: from the run's
+float backbone file and head, its bias correction's statistics measured on that file (the
+default with a disk cache: trainer/export/backbone_file.py, trainer/export/input_means.py),
+and from the Keras model with the statistics of a Keras pass (no backbone file). Slow (real
+weights, ../shared data).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def test_default_calibration_keeps_int8_agreement_on_real_photos(shared, imagene
         pooled = report["splits"]["all"]
         assert report["calibration_images"] == images and report["bias_correction"]
         assert report["bias_correction_means"] == means_from
+        assert report["converted_from"] == ("backbone_file" if means_from == "tflite" else "keras")
         assert pooled["images"] >= 500 and pooled["float_accuracy"] > 0.6, "a real model far above chance (10 classes)"
         return pooled["top1_agreement"]
 

@@ -69,7 +69,7 @@ def test_representative_images_pins_the_input_range_and_feeds_batches_of_one():
 def test_float_side_from_features_matches_the_keras_head():
     import keras
 
-    from trainer.export.float_side import head_float_top
+    from trainer.export.float_side import dense_weights, head_float_top
     from trainer.model import OUTPUT_NAME
 
     keras.utils.set_random_seed(0)
@@ -78,14 +78,14 @@ def test_float_side_from_features_matches_the_keras_head():
     rng = np.random.default_rng(1)
     splits = {"val": [(f"v{i}.jpg", 0) for i in range(7)], "test": [("t0.jpg", 1)]}
     vectors = {path: rng.normal(size=6).astype(np.float32) for items in splits.values() for path, _ in items}
-    top = head_float_top(model, vectors, splits)
+    top = head_float_top(dense_weights(model), vectors, splits)
     assert top is not None
     x = np.stack([vectors[p] for p, _ in splits["val"]])
     np.testing.assert_array_equal(top("val", np.zeros((7, 4, 4, 3), np.uint8)), model.predict(x, verbose=0).argmax(axis=1))
     with pytest.raises(ExportError, match="feature rows"):
         top("val", np.zeros((2, 4, 4, 3), np.uint8))
     # an image without features: the exporter falls back to running the Keras model
-    assert head_float_top(model, {k: v for k, v in vectors.items() if k != "t0.jpg"}, splits) is None
+    assert head_float_top(dense_weights(model), {k: v for k, v in vectors.items() if k != "t0.jpg"}, splits) is None
 
 
 @pytest.mark.parametrize("calibrator", [None, "litert"])

@@ -7,7 +7,10 @@ One job per module:
 - ``options``: ExportOptions, QuantizationMode, IOType (frozen, no side effects);
 - ``exporter``: `export()`, the orchestration above, and the checks of the produced file;
 - ``convert``: Keras -> .tflite per quantization mode, calibration sampling;
+- ``backbone_file``: int8 from the training run's float backbone file and head instead
+  (no Keras, no `import tensorflow`; TensorFlow's calibrator and quantizer in workers);
 - ``calibration``: int8 ranges measured with the edge runtime's interpreter, for TensorFlow's quantizer;
+- ``calibration_shards``: TensorFlow's calibrator on shards of the images at once, exactly;
 - ``bias_correction``: int8 weight-rounding mean shift, cancelled before conversion;
 - ``input_means``: its statistics from the run's float TFLite backbone, in a process of its own;
 - ``signature``: the serving signature, written into the directly converted file;

@@ -58,6 +58,7 @@ _WORKER = Path(__file__).with_name("calibration_worker.py")
 # it gets twice that time again, and at least this many seconds, before it counts as hung
 # (then the single pass runs).
 _WORKER_GRACE_S = 30.0
+_ALONE_TIMEOUT_S = 600.0  # a worker calibrating without a pass here to time it against
 
 Slot = tuple[int, int]  # byte offsets of one tensor's float32 min and max in a calibrated model
 
@@ -208,6 +209,28 @@ def calibrate_in_shards(
                     process.kill()
                     process.wait()
     return merge_calibrated(results), len(bounds)
+
+
+def calibrate_in_workers(content: bytes, wrapper_path: str, samples: list[Any], shards: int) -> tuple[bytes, int]:
+    """`calibrate_in_shards` with the first shard in a worker too (one worker when there
+    are too few samples to shard): this process needs no TensorFlow
+    (trainer.export.backbone_file). (calibrated model, shards)."""
+
+    def first_pass(generate: Callable[[], Iterator[Any]]) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="tledge-calibration-") as folder:
+            process, result, log = _start_worker(Path(folder), 0, content, wrapper_path, list(generate()))
+            try:
+                return _finish_worker(process, result, log, time.monotonic() + _ALONE_TIMEOUT_S)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+
+    if len(shard_bounds(len(samples), shards)) < 2:
+        _check_model(content)
+        _check_samples(samples)
+        return first_pass(lambda: iter(samples)), 1
+    return calibrate_in_shards(first_pass, content, wrapper_path, samples, shards)
 
 
 def _start_worker(folder: Path, k: int, content: bytes, wrapper_path: str, samples: list[Any]) -> tuple[subprocess.Popen, Path, Path]:

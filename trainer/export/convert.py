@@ -157,6 +157,7 @@ class Converted:
     calibrator_shards: int | None = None  # TensorFlow's calibrator: shards of the samples calibrated at once
     shards_note: str | None = None  # why TensorFlow's calibrator ran as one pass (same ranges, slower)
     bias_means: str | None = None  # bias correction's input means: "tflite" (the run's backbone file), "keras"; None: no correction
+    source: str = "keras"  # what was converted: "keras" (the Keras model) or "backbone_file" (trainer.export.backbone_file)
 
 
 def convert(

@@ -21,11 +21,11 @@ from trainer.errors import ExportError
 from trainer.export.bundle_writer import BundleStaging, check_target
 from trainer.export.convert import Converted, convert_detailed, representative_images, stratified_sample
 from trainer.export.decoding import BackgroundDecoder
-from trainer.export.float_side import cached_features, feature_cache_of, head_float_top
+from trainer.export.float_side import cached_features, dense_weights, feature_cache_of, head_float_top
 from trainer.export.input_means import MeansSpec, MeansWorker
 from trainer.export.metadata import BundleFacts, bundle_info, embed_metadata, info_json, labels_text, manifest
 from trainer.export.selftest_writer import write_selftest
-from trainer.export.options import MIN_CALIBRATION_IMAGES, ExportOptions, IOType, QuantizationMode, resolve_calibrator
+from trainer.export.options import MIN_CALIBRATION_IMAGES, CalibratorKind, ExportOptions, IOType, QuantizationMode, resolve_calibrator
 from trainer.export.tflite_inspect import TfliteSummary, inspect_tflite
 from trainer.export.thresholds_hook import thresholds_section
 from trainer.export.verify import FloatTop, bundle_metrics, judge, verify_detailed
@@ -34,6 +34,8 @@ from trainer.run_dir import RunFolder, read_run
 __all__ = ["CalibrationWarning", "ExportOptions", "ExportResult", "IOType", "QuantizationMode", "check_file", "export"]
 
 REPORT_NAME = "report.json"
+#: The note that says why the int8 file was not made from the training run's backbone file.
+FILE_REFUSED = "converted the Keras model instead of the training run's backbone file (slower)"
 Log = Callable[[str], None]
 
 
@@ -166,17 +168,58 @@ def export(
         decoder.submit("calibration", calibration_paths, "Calibration")
         for name, items in verify_splits.items():
             decoder.submit(name, [path for path, _ in items], "Verification")
+        if float_features is None:  # tledge export: the training run's features, if cached on disk
+            float_features = cached_features(run.run, verify_splits)
+        converting = f"converting to {options.quantization.value}" + (f" with {len(calibration_paths)} calibration images" if calibration_paths else "")
+        from_file = _from_backbone_file(run, options, calibrator, float_features, decoder, means, notes, converting, log)
+        if from_file is not None:
+            converted, head = from_file
+            float_top = head_float_top(head, float_features, verify_splits) if float_features else None
+            return _finish(run, options, None, converted, target, notes, len(calibration_paths), verify_splits, decoder.images, float_top, log)
         model = _load_keras(run, model)
         representative = representative_images(decoder.images("calibration")) if calibration_paths else None
-        log(f"converting to {options.quantization.value}" + (f" with {len(calibration_paths)} calibration images" if calibration_paths else ""))
+        if not any(note.startswith(FILE_REFUSED) for note in notes):  # else said already
+            log(converting)
         converted = convert_detailed(
             model, options.quantization, options.io_type, representative, options.bias_correction, calibrator, means.result if means else None
         )
         _note_calibrator(converted, notes, log)
-        if float_features is None:  # tledge export: the training run's features, if cached on disk
-            float_features = cached_features(run.run, verify_splits)
-        float_top = head_float_top(model, float_features, verify_splits) if float_features else None
+        float_top = head_float_top(dense_weights(model), float_features, verify_splits) if float_features else None
         return _finish(run, options, model, converted, target, notes, len(calibration_paths), verify_splits, decoder.images, float_top, log)
+
+
+def _from_backbone_file(
+    run: RunFolder, options: ExportOptions, calibrator: CalibratorKind | None, float_features: Mapping[str, np.ndarray] | None,
+    decoder: BackgroundDecoder, means: MeansWorker | None, notes: list[str], converting: str, log: Log,
+) -> tuple[Converted, tuple[np.ndarray, np.ndarray]] | None:
+    """The int8 conversion from the run's float backbone file and head, without Keras
+    (`trainer.export.backbone_file`), and the head's (kernel, bias); None when the Keras
+    model must be converted: not an int8 export with TensorFlow's calibrator, no backbone
+    file or cached features (the float side needs them), or the file path refused (a note
+    says why)."""
+    from trainer.export.backbone_file import NotApplicable, convert_from_backbone, read_head
+    from trainer.export.calibration_shards import default_shards
+    from trainer.features.tflite_engine import cached_tflite_path
+
+    where = feature_cache_of(run.run)
+    if options.quantization is not QuantizationMode.INT8 or calibrator is not CalibratorKind.TENSORFLOW or where is None or not float_features:
+        return None
+    backbone = cached_tflite_path(*where)
+    if not backbone.is_file() or (options.bias_correction and means is None):
+        return None
+    log(converting)
+    try:
+        head = read_head(run.model_path, len(run.labels))
+        samples = list(representative_images(decoder.images("calibration"))())
+        converted = convert_from_backbone(
+            backbone, head, options.io_type, samples, means.result if options.bias_correction and means else None, default_shards()
+        )
+    except NotApplicable as why:
+        message = f"{FILE_REFUSED}: {why}"
+        notes.append(message)
+        log(f"note: {message}")
+        return None
+    return converted, (head.kernel, head.bias)
 
 
 def _means_worker(run: RunFolder, options: ExportOptions, calibration_paths: list[str]) -> MeansWorker | None:
@@ -228,6 +271,9 @@ def _finish(
             # bias correction's per-conv input means: "tflite" (measured on the training run's
             # float backbone file while TensorFlow imported) or "keras"; null: no correction
             "bias_correction_means": converted.bias_means,
+            # what was converted: "backbone_file" (the training run's float backbone file and
+            # the head, trainer/export/backbone_file.py) or "keras" (the Keras model)
+            "converted_from": converted.source,
             "ops": list(summary.ops),
             "tensor_dtypes": list(summary.tensor_dtypes),
             "source_run": facts.source_run,

@@ -29,13 +29,23 @@ from trainer.export.verify import FloatTop
 from trainer.model import OUTPUT_NAME
 
 
-def head_float_top(model: Any, vectors: Mapping[str, np.ndarray], splits: Mapping[str, Sequence[tuple[str, int]]]) -> FloatTop | None:
-    """A `FloatTop` answering from `vectors` (image path -> pooled features), or None
-    when some verification image has no features (then the Keras model is used)."""
+def dense_weights(model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel (features, classes), bias) of the Keras classifier's dense softmax layer."""
+    kernel, bias = model.get_layer(OUTPUT_NAME).get_weights()
+    return kernel, bias
+
+
+def head_float_top(
+    head: tuple[np.ndarray, np.ndarray], vectors: Mapping[str, np.ndarray], splits: Mapping[str, Sequence[tuple[str, int]]]
+) -> FloatTop | None:
+    """A `FloatTop` answering from `vectors` (image path -> pooled features) through the
+    dense layer `head` ((kernel, bias): `dense_weights`, or read from model.keras by
+    `trainer.export.backbone_file.read_head`), or None when some verification image has
+    no features (then the Keras model is used)."""
     needed = [path for items in splits.values() for path, _ in items]
     if not needed or any(path not in vectors for path in needed):
         return None
-    kernel, bias = (np.asarray(w, np.float64) for w in model.get_layer(OUTPUT_NAME).get_weights())
+    kernel, bias = (np.asarray(w, np.float64) for w in head)
 
     def top(split: str, images: np.ndarray) -> np.ndarray:
         paths = [path for path, _ in splits[split]]

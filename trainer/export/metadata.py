@@ -115,11 +115,18 @@ def _metadata_buffer(model_bytes: bytes, facts: BundleFacts) -> bytes:
     version helper. The tables come from MediaPipe; only the packing is done here.)
     """
     import flatbuffers
-    from mediapipe.tasks.metadata import metadata_schema_py_generated as md_fb
-    from mediapipe.tasks.python.metadata.metadata_writers import (
-        metadata_info,
-        writer_utils,
-    )
+
+    from trainer.deps import hidden
+
+    # MediaPipe's tasks import TensorFlow, if installed, for their API docs' decorators
+    # (mediapipe/tasks/python/core/optional_dependencies.py): 4-5 s of an int8 export that
+    # otherwise never imports it (trainer.export.backbone_file). Without it they use no-ops.
+    with hidden("tensorflow"):
+        from mediapipe.tasks.metadata import metadata_schema_py_generated as md_fb
+        from mediapipe.tasks.python.metadata.metadata_writers import (
+            metadata_info,
+            writer_utils,
+        )
 
     general = metadata_info.GeneralMd(
         name=facts.name,
