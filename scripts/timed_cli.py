@@ -148,4 +148,5 @@ def fidelity(report: dict[str, Any]) -> dict[str, Any]:
     pooled = report["splits"]["all"]
     return {"agreement": pooled["top1_agreement"], "drop_points": pooled["drop_points"], "float_acc": pooled["float_accuracy"],
             "tflite_acc": pooled["tflite_accuracy"], "images": pooled["images"], "calibration_images": report.get("calibration_images"),
-            "float_side": report.get("float_side", "keras"), "calibrator": report.get("calibrator")}
+            "float_side": report.get("float_side", "keras"), "calibrator": report.get("calibrator"),
+            "converted_from": report.get("converted_from", "keras")}  # before the backbone-file path: always the Keras model
