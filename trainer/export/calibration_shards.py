@@ -74,6 +74,11 @@ def default_shards(env: Mapping[str, str] | None = None) -> int:
         if not value.isdigit() or int(value) < 1:
             raise ExportError(f"${SHARDS_ENV} must be a whole number of at least 1 (1: one calibration pass), not {value!r}")
         return int(value)
+    return usable_cpus()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux

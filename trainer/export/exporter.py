@@ -224,8 +224,9 @@ def _from_backbone_file(
 
 def _means_worker(run: RunFolder, options: ExportOptions, calibration_paths: list[str]) -> MeansWorker | None:
     """Bias correction's statistics measured on the run's float TFLite backbone in a process
-    of its own, started now, before TensorFlow's import (`trainer.export.input_means`);
+    of its own, started now (`trainer.export.input_means`);
     None when the correction does not run or run.json names no feature cache holding it."""
+    from trainer.export.calibration_shards import usable_cpus
     from trainer.features.tflite_engine import cached_tflite_path
 
     where = feature_cache_of(run.run)
@@ -234,7 +235,9 @@ def _means_worker(run: RunFolder, options: ExportOptions, calibration_paths: lis
     backbone = cached_tflite_path(*where)
     if not backbone.is_file():
         return None
-    return MeansWorker(MeansSpec(backbone, tuple(calibration_paths), run.image_size, run.resize))
+    # every CPU: the int8 file is then made from that backbone file (`_from_backbone_file`),
+    # which waits for these means with nothing else to run
+    return MeansWorker(MeansSpec(backbone, tuple(calibration_paths), run.image_size, run.resize, threads=usable_cpus()))
 
 
 def _note_calibrator(converted: Converted, notes: list[str], log: Log) -> None:
