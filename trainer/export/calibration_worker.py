@@ -22,7 +22,8 @@ from types import ModuleType
 
 
 def load_wrapper(path: str) -> ModuleType:
-    """TensorFlow's calibration extension module, loaded from its file (no `import tensorflow`)."""
+    """One of TensorFlow's compiled extension modules (here its calibration wrapper; the
+    converter's for quantize_worker.py), loaded from its file (no `import tensorflow`)."""
     name = Path(path).name.split(".")[0]  # the module's init symbol is named after the file
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:

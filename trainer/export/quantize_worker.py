@@ -12,31 +12,21 @@ The call is the one the converter makes for a post-training full-integer convers
 (`TFLiteConverterBase._quantize` -> `mlir_quantize`): per-channel weights, int8
 activations, the given input/output types (types.proto numbers), no numeric verification,
 no deny-lists, no variable quantization, default debug options.
-Standard library only; nothing from tledge.
+Standard library only, and calibration_worker.py beside it; nothing from the tledge package.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 import sys
 from pathlib import Path
 from types import ModuleType
 
+from calibration_worker import load_wrapper  # beside this file: a script's folder is on sys.path
+
 #: types.proto's IODataType numbers (tensorflow/compiler/mlir/lite/types.proto).
 QUANTIZED_INT8 = 9
 IO_TYPES = {"float32": 1, "uint8": 17, "int8": 18}
-
-
-def load_api(path: str) -> ModuleType:
-    """TensorFlow's converter extension module, loaded from its file (no `import tensorflow`)."""
-    name = Path(path).name.split(".")[0]  # the module's init symbol is named after the file
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def quantize(api: ModuleType, calibrated: bytes, input_type: str, output_type: str) -> bytes:
@@ -62,7 +52,7 @@ def quantize(api: ModuleType, calibrated: bytes, input_type: str, output_type: s
 
 def main(argv: list[str]) -> int:
     api_path, output_path = argv
-    api = load_api(api_path)
+    api = load_wrapper(api_path)
     calibrated, input_type, output_type = pickle.load(sys.stdin.buffer)
     Path(output_path).write_bytes(quantize(api, calibrated, input_type, output_type))
     return 0
