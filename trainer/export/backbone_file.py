@@ -23,9 +23,13 @@ file it makes from the Keras model, done to this one:
   converter's extension from its file while the calibration runs
   (`trainer.export.quantize_worker`).
 
-Anything else (a run without that file, a head that is not one dense softmax layer, a
-file of another shape, a worker that fails) raises `NotApplicable` and the exporter
-converts the Keras model as before; report.json's `int8_source` says which ran.
+The int8 file is not byte for byte the Keras path's: behind a ZeroPadding2D the Keras
+path's mean counts the padded zeros, while the file's convolution pads inside itself
+(4 of MobileNetV2's 52 convolutions; tests/export/test_backbone_file.py checks each step
+against the Keras path). Anything else (a run without that file, a head that is not one
+dense softmax layer, a file of another shape, a worker that fails) raises `NotApplicable`
+and the exporter converts the Keras model as before; report.json's `converted_from` says
+which ran.
 """
 
 from __future__ import annotations
@@ -270,10 +274,14 @@ class QuantizeWorker:
         self._output = Path(self._folder.name) / "quantized.tflite"
         self._log = Path(self._folder.name) / "worker.log"
         api = tensorflow_extension("compiler/mlir/lite/python", "_pywrap_converter_api")
-        with self._log.open("wb") as stderr:  # a file, not a pipe: the quantizer's C++ log never blocks it
-            self._process = subprocess.Popen(
-                [sys.executable, str(_QUANTIZE_WORKER), api, str(self._output)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr
-            )
+        try:
+            with self._log.open("wb") as stderr:  # a file, not a pipe: the quantizer's C++ log never blocks it
+                self._process = subprocess.Popen(
+                    [sys.executable, str(_QUANTIZE_WORKER), api, str(self._output)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr
+                )
+        except OSError as exc:
+            self._folder.cleanup()
+            raise NotApplicable(f"the quantization worker could not start: {exc}") from None
 
     def quantize(self, calibrated: bytes) -> bytes:
         assert self._process.stdin is not None

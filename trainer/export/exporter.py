@@ -272,7 +272,7 @@ def _finish(
             # once (the single pass's exact ranges either way); 1 when the single pass ran
             "calibrator_shards": converted.calibrator_shards,
             # bias correction's per-conv input means: "tflite" (measured on the training run's
-            # float backbone file while TensorFlow imported) or "keras"; null: no correction
+            # float backbone file, in a process of its own) or "keras"; null: no correction
             "bias_correction_means": converted.bias_means,
             # what was converted: "backbone_file" (the training run's float backbone file and
             # the head, trainer/export/backbone_file.py) or "keras" (the Keras model)
