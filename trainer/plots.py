@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,6 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def preload() -> threading.Thread:
-    """Start importing matplotlib (most of a second of Python) on a thread of its own, so
-    that drawing the pictures later only draws. `tledge train` calls it when the head's
-    fit begins: the fit runs TensorFlow's kernels, which release the GIL."""
-    thread = threading.Thread(target=_pyplot, name="tledge-matplotlib-import", daemon=True)
-    thread.start()
-    return thread
 
 
 def _save(fig: Any, path: Path) -> None:

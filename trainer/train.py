@@ -46,7 +46,6 @@ from trainer.fine_tune import CutPass, cut_pass, run_stage, top_data
 from trainer.fine_tune import evaluate_top
 from trainer.head import fit_head
 from trainer.kfold import kfold_estimate
-from trainer.plots import preload as preload_pictures
 from trainer.progress import Reporter
 from trainer.run_dir import RunRecord, run_name, write_run
 from trainer.stats import MIN_PER_CLASS, weak_splits
@@ -163,7 +162,6 @@ def _train(options: TrainOptions, reporter: Reporter, use_prepared: bool) -> Tra
 
     strategy = choose_strategy(options.runtime.distribute)
     rows = {s: feature_rows(dataset.splits[s], features, clean_only=s != "train") for s in ("train", "val", "test")}
-    preload_pictures()  # matplotlib imports beside the head's fit, not before the pictures
     tick = time.perf_counter()
     fitted = fit_head(options, rows, len(dataset.labels), strategy, reporter)
     timings["head_s"] = time.perf_counter() - tick
