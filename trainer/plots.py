@@ -1,8 +1,16 @@
-"""The run folder's pictures: learning curves and confusion matrices (matplotlib, Agg)."""
+"""The run folder's pictures: learning curves and confusion matrices (matplotlib, Agg).
+
+`draw` makes all of a run's pictures from plain data; `python -m trainer.plots` does the
+same in a process of its own, from that data as JSON on stdin (`tledge train` draws there
+while it saves model.keras: matplotlib's import and drawing then take no time from the
+save, which a thread of the same process slowed by holding the GIL).
+"""
 
 from __future__ import annotations
 
 import io
+import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,3 +71,22 @@ def plot_confusion(matrix: list[list[int]], labels: Sequence[str], path: Path, t
         ax.text(j, i, str(value), ha="center", va="center", color="white" if value > threshold else "black", fontsize=8)
     _save(fig, path)
     plt.close(fig)
+
+
+def draw(folder: Path, history: list[dict[str, Any]], confusions: Sequence[tuple[list[list[int]], Sequence[str], str, str]]) -> None:
+    """learning_curves.png from `history`, and one picture per (matrix, labels, file name,
+    title) of `confusions`, in `folder`."""
+    plot_history(history, folder / "learning_curves.png")
+    for matrix, labels, name, title in confusions:
+        plot_confusion(matrix, labels, folder / name, title)
+
+
+def main() -> int:
+    """`draw` of the JSON object on stdin: {"folder", "history", "confusions"}."""
+    given = json.load(sys.stdin)
+    draw(Path(given["folder"]), given["history"], [tuple(c) for c in given["confusions"]])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,9 +26,10 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ SPLITS_NAME = "splits.json"
 SUMMARY_NAME = "summary.json"
 SPLITS_FORMAT = 2  # 2: paths relative to "data_root"; absent (1): absolute paths
 SPLIT_NAMES = ("train", "val", "test")
+_PICTURES_TIMEOUT_S = 120.0  # the picture process, after the model is saved
 PARTIAL_PATTERN = ".*.partial"  # a run folder still being written (or killed while it was)
 
 
@@ -240,23 +242,69 @@ def _write_history_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     write_text(path, buffer.getvalue())
 
 
-def _write_pictures(folder: Path, record: RunRecord) -> None:
-    from trainer.plots import plot_confusion, plot_history
+def _pictures(folder: Path, record: RunRecord) -> dict[str, Any]:
+    """What `trainer.plots.draw` takes for the run's pictures, as plain data."""
+    confusions = [
+        (record.metrics[split]["confusion_matrix"], list(record.labels), f"confusion_{split}.png", f"{record.name}: {split} confusion matrix")
+        for split in ("val", "test") if record.metrics.get(split)
+    ]
+    return {"folder": str(folder), "history": list(record.history), "confusions": confusions}
 
-    plot_history(list(record.history), folder / "learning_curves.png")
-    for split in ("val", "test"):
-        if record.metrics.get(split):
-            plot_confusion(record.metrics[split]["confusion_matrix"], record.labels, folder / f"confusion_{split}.png", f"{record.name}: {split} confusion matrix")
+
+def _write_pictures(folder: Path, record: RunRecord) -> None:
+    from trainer.plots import draw
+
+    given = _pictures(folder, record)
+    draw(folder, given["history"], given["confusions"])
+
+
+class _PictureProcess:
+    """`python -m trainer.plots` drawing the run's pictures from construction on; `wait()`
+    says whether it drew them all (else the caller draws them itself)."""
+
+    def __init__(self, folder: Path, record: RunRecord) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        try:
+            payload = json.dumps(_pictures(folder, record)).encode()
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "trainer.plots"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            assert self._process.stdin is not None
+            self._process.stdin.write(payload)
+            self._process.stdin.close()
+        except (OSError, TypeError, ValueError):  # no process, or data JSON cannot hold: drawn here instead
+            self.close()
+
+    def wait(self) -> bool:
+        if self._process is None:
+            return False
+        try:
+            return self._process.wait(timeout=_PICTURES_TIMEOUT_S) == 0
+        except subprocess.TimeoutExpired:
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
 
 
 def _write_files(folder: Path, final: Path, record: RunRecord, save_model: Callable[[Path], None]) -> dict[str, Any]:
-    # The pictures (matplotlib's import and rendering, most of a second) are drawn on a
-    # thread while the model is saved: the training machine's other core is idle here.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tledge-plots") as pool:
-        pictures = pool.submit(_write_pictures, folder, record)
+    # The pictures (matplotlib's import and drawing, over a second) are drawn in a process
+    # of their own while the model is saved: the training machine's other core is idle
+    # here, and a thread of this process would hold the GIL the save needs. Should that
+    # process fail, they are drawn here (and a failure to draw them raises).
+    pictures = _PictureProcess(folder, record)
+    try:
         save_model(folder / MODEL_NAME)
         _write_records(folder, record)
-        pictures.result()  # re-raises a failure to write them
+        drawn = pictures.wait()
+    finally:
+        pictures.close()
+    if not drawn:
+        _write_pictures(folder, record)
     return {"run_dir": str(final), **record.summary}
 
 

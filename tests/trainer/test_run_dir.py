@@ -118,3 +118,39 @@ def test_missing_data_names_the_root_and_data_that_moved_can_be_pointed_at(writt
     (tmp_path / "wrong").mkdir()
     with pytest.raises(RunDirError, match=r"None of the 4 images .* is under .*wrong.*first: .*0\.png"):
         read_run(run_dir, data_root=tmp_path / "wrong")
+
+
+def _record_with_pictures(data: Path) -> RunRecord:
+    import dataclasses
+
+    matrix = {"confusion_matrix": [[3, 1], [0, 4]]}
+    history = [{"stage": "head", "epoch": e, "loss": 1.0 / e, "accuracy": 0.5 + e / 10, "val_loss": 1.2 / e, "val_accuracy": 0.4 + e / 10} for e in (1, 2, 3)]
+    return dataclasses.replace(_record(data), metrics={"val": matrix, "test": matrix}, history=history)
+
+
+@pytest.mark.parametrize("process", ["works", "cannot start"])
+def test_the_pictures_are_drawn_in_a_process_of_their_own_else_here(tmp_path: Path, monkeypatch, process: str) -> None:
+    """The same pictures either way: drawn by `python -m trainer.plots` while the model is
+    saved (this process never imports matplotlib), or here when that process cannot run."""
+    import sys
+
+    import trainer.run_dir as run_dir_module
+
+    data = tmp_path / "data"
+    for i, cls in enumerate("aabb"):
+        (data / cls).mkdir(parents=True, exist_ok=True)
+        (data / cls / f"{i}.png").write_bytes(b"not decoded here")
+    if process == "cannot start":
+        monkeypatch.setattr(run_dir_module.sys, "executable", str(tmp_path / "no-python"))
+    imported_before = "matplotlib" in sys.modules
+    run_dir, _ = write_run(tmp_path / "runs", _record_with_pictures(data), lambda path: path.write_bytes(b"model"), started=0.0)
+    names = ("learning_curves.png", "confusion_val.png", "confusion_test.png")
+    for name in names:
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    if process == "works" and not imported_before:
+        assert "matplotlib" not in sys.modules
+    if process == "cannot start":  # drawn here: the same files as the process drew
+        monkeypatch.undo()
+        again, _ = write_run(tmp_path / "runs-again", _record_with_pictures(data), lambda path: path.write_bytes(b"model"), started=0.0)
+        for name in names:
+            assert (again / name).read_bytes() == (run_dir / name).read_bytes(), name
