@@ -114,11 +114,15 @@ def test_fine_tuning_reports_whether_it_helped(synthetic_dataset: Path, tmp_path
 
 
 def test_a_failed_run_leaves_no_run_directory(synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing the pictures fails: in their own process (here: it cannot start) and then in
+    this one (disk full)."""
     import trainer.plots as plots_module
+    import trainer.run_dir as run_dir_module
 
     def broken(*_args: object, **_kwargs: object) -> None:
         raise OSError("disk full")
 
+    monkeypatch.setattr(run_dir_module.sys, "executable", str(tmp_path / "no-python"))
     monkeypatch.setattr(plots_module, "plot_history", broken)
     with pytest.raises(OutputError, match="disk full"):
         train(tiny_options(synthetic_dataset, tmp_path / "runs"))

@@ -52,7 +52,7 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         mode: Optional[QuantizationMode] = typer.Option(None, "--mode", help="int8 | float16 | dynamic | float32 (default: int8 with --quantize, else float32)."),
         io: Optional[IOType] = typer.Option(None, "--io", help="int8 models: uint8 (raw pixels, default) or int8 input/output."),
         calibration_images: int = typer.Option(DEFAULT_CALIBRATION_IMAGES, min=1, help="int8: training images used to calibrate ranges, stratified over classes."),
-        calibrator: Optional[CalibratorKind] = typer.Option(None, "--calibrator", help="int8: what measures the ranges: tensorflow (TensorFlow's own calibrator) or litert (the edge runtime's interpreter: the same ranges to float rounding, several times faster). Default: $TLEDGE_CALIBRATOR, else tensorflow."),
+        calibrator: Optional[CalibratorKind] = typer.Option(None, "--calibrator", help="int8: what measures the ranges: tensorflow (TensorFlow's own calibrator) or litert (the edge runtime's interpreter: the same ranges to float rounding, measured faster, but the Keras model is then converted, which makes the export slower in all). Default: $TLEDGE_CALIBRATOR, else tensorflow."),
         out: Optional[Path] = typer.Option(None, help="Bundle folder (default: models/<run name>)."),
         force: bool = typer.Option(False, "--force", help="Replace an existing bundle (the old one stays until the new one is complete)."),
         max_drop: float = typer.Option(DEFAULT_MAX_DROP, min=0.0, help="Largest accepted accuracy drop, in points (val + test)."),

@@ -15,6 +15,9 @@ at once with the single pass's exact result (`trainer.export.calibration_shards`
 the same ranges to float rounding and several times faster (`trainer.export.calibration`);
 TensorFlow's quantizer does the rest either way.
 
+An int8 export of a training run whose feature cache still holds its float backbone file
+is made from that file without this module's Keras conversion: `trainer.export.backbone_file`.
+
 int8 first corrects the mean shift of int8 weight rounding (`trainer.export.bias_correction`)
 in the model for the conversion only, measured on the calibration images; it raises int8's top-1
 agreement with the float model (scripts/bench_export.py, BENCHMARKS.md section 2).
