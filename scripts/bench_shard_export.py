@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_calibrator import _header, standin_run  # noqa: E402
-from timed_cli import WEIGHTS, Bench, fidelity  # noqa: E402
+from timed_cli import WEIGHTS, Bench, fidelity, tree_commit  # noqa: E402
 
 RESULT = ROOT / "scripts" / "results" / "shard_calibration_export.json"
 
@@ -50,13 +49,6 @@ def one_export(bench: Bench, work: Path, cache: Path, run_dir: Path, label: str,
             "calibrator": report.get("calibrator"), "calibrator_shards": report.get("calibrator_shards"),
             "bias_correction_means": report.get("bias_correction_means"),
             **fidelity(report)}
-
-
-def _commit(tree: Path) -> str:
-    """The short commit of a source tree ("+changes" when its tracked files differ from it)."""
-    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(tree), "diff", "--quiet", "HEAD"]).returncode != 0
-    return head + ("+changes" if dirty else "")
 
 
 def main() -> None:
@@ -90,7 +82,7 @@ def main() -> None:
                           "cpu_median_s": round(statistics.median(r["cpu_s"] for r in group), 1),
                           **{f"{k}_median": round(statistics.median(r["stages"][k] for r in group), 2) for k in group[0]["stages"]}}
     part = {**header, "command": "scripts/bench_shard_export.py " + " ".join(sys.argv[1:]), "run_dir": str(run_dir),
-            "before_tree": str(args.before), "before_commit": _commit(args.before), "after_commit": _commit(ROOT), "rows": rows, "summary": summary, "load_avg_end": [round(x, 2) for x in os.getloadavg()]}
+            "before_tree": str(args.before), "before_commit": tree_commit(args.before), "after_commit": tree_commit(ROOT), "rows": rows, "summary": summary, "load_avg_end": [round(x, 2) for x in os.getloadavg()]}
     output = RESULT.with_name(f"{args.output}.json")
     result = json.loads(output.read_text()) if output.is_file() else {}
     result[args.key] = part

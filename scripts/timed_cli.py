@@ -55,6 +55,13 @@ def lscpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown")
 
 
+def tree_commit(tree: Path) -> str:
+    """The short commit of a source tree ("+changes" when its tracked files differ from it)."""
+    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(tree), "diff", "--quiet", "HEAD"]).returncode != 0
+    return head + ("+changes" if dirty else "")
+
+
 def run_timed(cmd: list[str], cwd: Path, env: dict[str, str], marks: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
     """Run `cmd`; wall and CPU seconds, stdout, and when each stderr mark first appeared."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -20,13 +20,12 @@ import functools
 import importlib
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from timed_cli import lscpu_model
+from timed_cli import lscpu_model, tree_commit
 
 START = time.perf_counter()
 TREE = Path.cwd()
@@ -71,8 +70,7 @@ def main() -> int:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     total = round(time.perf_counter() - START, 3)
-    commit = subprocess.run(["git", "-C", str(TREE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {"command": "tledge " + " ".join(command), "exit_code": code, "tree_commit": commit, "cpu": lscpu_model(), "cores": os.cpu_count(),
+    result = {"command": "tledge " + " ".join(command), "exit_code": code, "tree_commit": tree_commit(TREE), "cpu": lscpu_model(), "cores": os.cpu_count(),
               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "total_s": total, "marks": sorted(marks, key=lambda m: m["began_s"])}
     if args.output:
         out = Path(__file__).resolve().parent / "results" / f"{args.output}.json"

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainer.export.bias_correction import INT8_WEIGHT_LEVELS
+from trainer.export.bias_correction import rounding_error_along
 from trainer.export.schema import TFLITE_IDENTIFIER, tflite_schema
 
 if TYPE_CHECKING:
@@ -180,15 +180,6 @@ def _parsed(content: bytes) -> object:
     return model
 
 
-def folded_rounding_error(kernel: np.ndarray, axis: int) -> np.ndarray:
-    """int8 symmetric rounding of `kernel` with one scale per index of `axis` (max|w| / 127,
-    as TFLite's quantizer scales a convolution's weights), minus `kernel`."""
-    others = tuple(i for i in range(kernel.ndim) if i != axis)
-    scale = np.abs(kernel).max(axis=others, keepdims=True) / INT8_WEIGHT_LEVELS
-    scale = np.where(scale > 0, scale, 1.0)
-    return np.round(kernel / scale) * scale - kernel
-
-
 def corrected_biases(content: bytes, means: Sequence["ConvMean"]) -> tuple[bytes, int]:
     """`content` with each convolution's bias lowered by the mean shift int8 rounding of its
     kernel causes (dW . E[x], per output channel), E[x] from `means` (matched by the
@@ -228,7 +219,7 @@ def corrected_biases(content: bytes, means: Sequence["ConvMean"]) -> tuple[bytes
             raise NotApplicable(f"convolution {name} has no float bias")
         kernel = np.frombuffer(model.buffers[weights.buffer].data.tobytes(), np.float32).reshape(weights.shape).astype(np.float64)
         # CONV_2D (out, kh, kw, in), scales per out; DEPTHWISE_CONV_2D (1, kh, kw, channels), per channel
-        error = folded_rounding_error(kernel, 3 if depthwise else 0)
+        error = rounding_error_along(kernel, 3 if depthwise else 0)
         if error.shape[-1] != mean.mean.shape[0]:
             raise NotApplicable(f"convolution {name} reads {error.shape[-1]} channels, its mean has {mean.mean.shape[0]}")
         shift = (error[0] * mean.mean).sum(axis=(0, 1)) if depthwise else np.einsum("ohwi,i->o", error, mean.mean)

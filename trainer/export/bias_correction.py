@@ -84,8 +84,13 @@ def find_conv_norms(model: Any) -> list[tuple[Any, ConvNorm]]:
 
 
 def rounding_error(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
-    """int8 per-output-channel symmetric rounding of `kernel`, minus `kernel` (same shape)."""
-    axis = 2 if depthwise else kernel.ndim - 1  # depthwise (kh, kw, C, 1); conv (kh, kw, in, out)
+    """int8 per-output-channel symmetric rounding of a Keras `kernel`, minus `kernel` (same shape)."""
+    return rounding_error_along(kernel, 2 if depthwise else kernel.ndim - 1)  # depthwise (kh, kw, C, 1); conv (kh, kw, in, out)
+
+
+def rounding_error_along(kernel: np.ndarray, axis: int) -> np.ndarray:
+    """int8 symmetric rounding of `kernel` with one scale per index of `axis` (max|w| / 127,
+    as TFLite's quantizer scales a convolution's weights), minus `kernel`."""
     others = tuple(i for i in range(kernel.ndim) if i != axis)
     scale = np.abs(kernel).max(axis=others, keepdims=True) / INT8_WEIGHT_LEVELS
     scale = np.where(scale > 0, scale, 1.0)
