@@ -35,7 +35,6 @@ from trainer import cut as cut_lib  # noqa: E402
 from trainer import model as model_lib  # noqa: E402
 from trainer.config import DataOptions, FineTuneOptions, HyperParams, ModelOptions, RuntimeOptions, TrainOptions, WeightsSpec  # noqa: E402
 from trainer.dataset import scan  # noqa: E402
-from trainer.distribute import choose_strategy  # noqa: E402
 from trainer.features import CLEAN_VIEW  # noqa: E402
 from trainer.features.training import feature_rows  # noqa: E402
 from trainer.fine_tune import TopData, cut_pass, evaluate_top, fine_tune_top, top_data  # noqa: E402
@@ -97,7 +96,6 @@ def main() -> None:
     base, dataset = cut_pass(options, dataset, False, classifier, backbone.digest, os.cpu_count() or 1, reporter)
     log(f"activations at {base.halves.cut.layer}: {base.stats.views_computed} computed, {base.stats.views_cached} cached, {time.perf_counter() - tick:.0f} s")
     features = base.features()
-    strategy = choose_strategy(options.runtime.distribute)
     initial = classifier.get_weights()
     heads: dict[int, list[np.ndarray]] = {}
     head_val: dict[int, dict] = {}
@@ -105,7 +103,7 @@ def main() -> None:
         classifier.set_weights(initial)
         feats = _only_views(features, views)
         rows = {s: feature_rows(dataset.splits[s], feats, clean_only=s != "train") for s in ("train", "val")}
-        fitted = fit_head(replace(options, hyper=replace(options.hyper, augment_views=views)), rows, len(labels), strategy, reporter)
+        fitted = fit_head(replace(options, hyper=replace(options.hyper, augment_views=views)), rows, len(labels), reporter)
         model_lib.copy_head(fitted.head, classifier)
         heads[views] = classifier.get_weights()
         log(f"head on {views} view(s): {fitted.info['epochs_run']} epochs")

@@ -27,7 +27,6 @@ from trainer.dataset import scan  # noqa: E402
 from trainer.evaluate import classification_metrics  # noqa: E402
 from trainer.features import CLEAN_VIEW, FeatureCache, Job, extract, model_key, view_names  # noqa: E402
 from trainer.progress import Reporter  # noqa: E402
-from trainer.distribute import choose_strategy  # noqa: E402
 from trainer.features.training import feature_rows as _arrays  # noqa: E402
 from trainer.head import fit_head  # noqa: E402
 
@@ -67,10 +66,10 @@ def main() -> None:
         subset = {k: v for k, v in features.items() if k[1] in kept}
         arrays = {s: _arrays(dataset.splits[s], subset, clean_only=s != "train") for s in ("train", "val", "test")}
         start = time.perf_counter()
-        fitted = fit_head(options, arrays, len(dataset.labels), choose_strategy(options.runtime.distribute), Reporter(quiet=True))
+        fitted = fit_head(options, arrays, len(dataset.labels), Reporter(quiet=True))
         head, info = fitted.head, fitted.info
         seconds = time.perf_counter() - start
-        scores = {s: classification_metrics(arrays[s].y, head.predict(arrays[s].x, verbose=0), dataset.labels)["accuracy"] for s in ("val", "test")}
+        scores = {s: classification_metrics(arrays[s].y, head.predict(arrays[s].x), dataset.labels)["accuracy"] for s in ("val", "test")}
         row = {"trial": name, "val_acc": scores["val"], "test_acc": scores["test"], "head_s": round(seconds, 2), "epochs": info["epochs_run"], "best_epoch": info["best_epoch"]}
         print(json.dumps(row), flush=True)
         results.append(row)

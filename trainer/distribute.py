@@ -1,4 +1,8 @@
-"""Which tf.distribute strategy training runs under."""
+"""Which tf.distribute strategy training runs under.
+
+The head is fitted in NumPy (trainer.head) unless `--distribute mirrored` asks for Keras
+under MirroredStrategy; the fine-tuning stage runs on the default strategy.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,17 @@ from trainer.config import Distribute
 from trainer.deps import require_tensorflow
 
 
-def choose_strategy(mode: Distribute) -> Any:
-    """MirroredStrategy when asked, or (auto) when more than one GPU/TPU is visible."""
+def mirrored_strategy() -> Any:
+    """MirroredStrategy over every visible GPU/TPU, else over the logical CPUs."""
     tf = require_tensorflow()
     accelerators = tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
-    if mode is Distribute.MIRRORED or (mode is Distribute.AUTO and len(accelerators) > 1):
-        devices = [d.name for d in accelerators] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices)
-    return tf.distribute.get_strategy()
+    devices = [d.name for d in accelerators] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def strategy_record(mode: Distribute) -> dict[str, Any]:
+    """What metrics.json says about it: the strategy's name and replicas."""
+    if mode is Distribute.MIRRORED:
+        strategy = mirrored_strategy()
+        return {"strategy": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync)}
+    return {"strategy": "none (head fitted in NumPy)", "replicas": 1}

@@ -7,15 +7,13 @@ from typing import Any
 import numpy as np
 
 from trainer.config import TrainOptions
-from trainer.deps import require_keras
 from trainer.features.training import FeatureRows
-from trainer.head import class_weights, compile_head, fit_compiled, head_dataset
+from trainer.head import fit_dense
 from trainer.stats import wilson
 
 
 def kfold_estimate(options: TrainOptions, train_rows: FeatureRows, num_classes: int, epochs: int, folds: int) -> dict[str, Any]:
     """Stratified k-fold accuracy of the head (views of one image never straddle folds)."""
-    keras = require_keras()
     images = np.unique(train_rows.groups)
     labels = np.array([train_rows.y[train_rows.groups == g][0] for g in images])
     rng = np.random.default_rng(options.seed)
@@ -29,12 +27,8 @@ def kfold_estimate(options: TrainOptions, train_rows: FeatureRows, num_classes: 
         held = images[fold_of == k]
         test_rows = np.isin(train_rows.groups, held) & train_rows.clean
         fit_rows = ~np.isin(train_rows.groups, held)
-        keras.utils.set_random_seed(options.seed + k)
-        head = compile_head(options, train_rows.x.shape[1], num_classes)
-        weights = class_weights(train_rows.y[fit_rows], num_classes) if options.hyper.class_weights else None
-        data = head_dataset(train_rows.x[fit_rows], train_rows.y[fit_rows], num_classes, options.hyper.batch_size, options.seed + k, weights, shuffle=True)
-        fit_compiled(head, data, epochs)
-        pred = np.argmax(head.predict(train_rows.x[test_rows], verbose=0), axis=1)
+        head, _ = fit_dense(train_rows.x[fit_rows], train_rows.y[fit_rows], num_classes, options, options.seed + k, epochs)
+        pred = np.argmax(head.predict(train_rows.x[test_rows]), axis=1)
         correct += int(np.sum(pred == train_rows.y[test_rows]))
         total += int(test_rows.sum())
     return {

@@ -122,10 +122,10 @@ def build_backbone(options: ModelOptions) -> BuiltBackbone:
     if kind is WeightsKind.NONE:
         return _finish(_construct(spec, options, None), "none")
     if kind is WeightsKind.FILE:
-        return _finish(_from_file(spec, options, options.weights.path), str(options.weights.path))
+        return _finish(_from_file(spec, options, options.weights.path), weights_label(options))
     cached = cached_imagenet_file(spec, options)
     if cached is not None:  # Keras' own cache; any input size loads by path
-        return _finish(_from_file(spec, options, cached), "imagenet")
+        return _finish(_from_file(spec, options, cached), weights_label(options))
     try:
         return _finish(_construct(spec, options, "imagenet"), "imagenet")
     except Exception as exc:  # Keras raises a bare Exception on a failed download
@@ -136,6 +136,12 @@ def build_backbone(options: ModelOptions) -> BuiltBackbone:
             "TRAINING ON A RANDOM BACKBONE: accuracy will be poor. " + _remedy(spec, options)
         )
         return _finish(_construct(spec, options, None), "random (imagenet unavailable)", warning)
+
+
+def weights_label(options: ModelOptions) -> str:
+    """What run.json says the weights are when they load from a file: its path for
+    --weights FILE / $TLEDGE_WEIGHTS, "imagenet" for Keras' cached ImageNet file."""
+    return str(options.weights.path) if options.weights.kind is WeightsKind.FILE else "imagenet"
 
 
 def _construct(spec: BackboneSpec, options: ModelOptions, weights: str | None) -> Any:
@@ -252,8 +258,8 @@ def build_head(feature_dim: int, num_classes: int, dropout: float) -> Any:
 
 
 def copy_head(head: Any, classifier: Any) -> None:
-    """Put the trained head's dense weights into the full classifier."""
-    classifier.get_layer(OUTPUT_NAME).set_weights(head.get_layer(OUTPUT_NAME).get_weights())
+    """Put the fitted head's dense weights (trainer.head.DenseHead) into the full classifier."""
+    classifier.get_layer(OUTPUT_NAME).set_weights([head.kernel, head.bias])
 
 
 def unfreeze_top(classifier: Any, layers: int) -> int:

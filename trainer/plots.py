@@ -82,7 +82,9 @@ def draw(folder: Path, history: list[dict[str, Any]], confusions: Sequence[tuple
 
 
 def main() -> int:
-    """`draw` of the JSON object on stdin: {"folder", "history", "confusions"}."""
+    """`draw` of the JSON object on stdin: {"folder", "history", "confusions"}. matplotlib
+    is imported first: a caller may start this process before its data is ready."""
+    _pyplot()
     given = json.load(sys.stdin)
     draw(Path(given["folder"]), given["history"], [tuple(c) for c in given["confusions"]])
     return 0

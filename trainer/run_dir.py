@@ -258,21 +258,35 @@ def _write_pictures(folder: Path, record: RunRecord) -> None:
     draw(folder, given["history"], given["confusions"])
 
 
-class _PictureProcess:
-    """`python -m trainer.plots` drawing the run's pictures from construction on; `wait()`
-    says whether it drew them all (else the caller draws them itself)."""
+class PictureProcess:
+    """`python -m trainer.plots`, started early: it imports matplotlib at once and then waits
+    for the run's data (`send`), so the import overlaps the training. `wait()` says whether
+    it drew every picture (else the caller draws them itself); `close()` ends it. A
+    context manager: training that fails closes it."""
 
-    def __init__(self, folder: Path, record: RunRecord) -> None:
+    def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
         try:
-            payload = json.dumps(_pictures(folder, record)).encode()
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "trainer.plots"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            assert self._process.stdin is not None
-            self._process.stdin.write(payload)
+        except OSError:  # no process: drawn in this one instead
+            self._process = None
+
+    def __enter__(self) -> "PictureProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, folder: Path, record: RunRecord) -> None:
+        """Draw the pictures of `record` into `folder`."""
+        if self._process is None or self._process.stdin is None:
+            return
+        try:
+            self._process.stdin.write(json.dumps(_pictures(folder, record)).encode())
             self._process.stdin.close()
-        except (OSError, TypeError, ValueError):  # no process, or data JSON cannot hold: drawn here instead
+        except (OSError, TypeError, ValueError):  # the process ended, or the data JSON cannot hold
             self.close()
 
     def wait(self) -> bool:
@@ -291,13 +305,14 @@ class _PictureProcess:
         self._process = None
 
 
-def _write_files(folder: Path, final: Path, record: RunRecord, save_model: Callable[[Path], None]) -> dict[str, Any]:
+def _write_files(folder: Path, final: Path, record: RunRecord, save_model: Callable[[Path], None], pictures: PictureProcess | None) -> dict[str, Any]:
     # The pictures (matplotlib's import and drawing, over a second) are drawn in a process
     # of their own while the model is saved: the training machine's other core is idle
     # here, and a thread of this process would hold the GIL the save needs. Should that
     # process fail, they are drawn here (and a failure to draw them raises).
-    pictures = _PictureProcess(folder, record)
+    pictures = pictures or PictureProcess()
     try:
+        pictures.send(folder, record)
         save_model(folder / MODEL_NAME)
         _write_records(folder, record)
         drawn = pictures.wait()
@@ -331,10 +346,13 @@ def _write_records(folder: Path, record: RunRecord) -> None:
     _write_history_csv(folder / "history.csv", record.history)
 
 
-def write_run(out_dir: str | os.PathLike[str], record: RunRecord, save_model: Callable[[Path], None], started: float) -> tuple[Path, dict[str, Any]]:
+def write_run(
+    out_dir: str | os.PathLike[str], record: RunRecord, save_model: Callable[[Path], None], started: float, pictures: PictureProcess | None = None
+) -> tuple[Path, dict[str, Any]]:
     """Write the run folder under a temporary name, then rename it: no half run looks
     complete. `save_model(path)` writes model.keras; `started` (time.perf_counter()) is
-    when training began, for summary.json's wall_s. Returns (run folder, summary)."""
+    when training began, for summary.json's wall_s; `pictures`: a process started earlier
+    to draw the pictures (else one starts now; closed either way). Returns (run folder, summary)."""
     from trainer.export.bundle_writer import remove_stale
 
     out = Path(out_dir).expanduser().resolve()
@@ -345,7 +363,7 @@ def write_run(out_dir: str | os.PathLike[str], record: RunRecord, save_model: Ca
         remove_stale(out, PARTIAL_PATTERN)  # left by runs that were killed while writing
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        summary = _write_files(tmp, final, record, save_model)
+        summary = _write_files(tmp, final, record, save_model, pictures)
         summary["wall_s"] = round(time.perf_counter() - started, 2)  # seconds, everything but the rename
         write_json(tmp / SUMMARY_NAME, summary)
         os.replace(tmp, final)

@@ -36,18 +36,19 @@ from trainer import model as model_lib
 from trainer.config import TrainOptions
 from trainer.dataset import Dataset, scan
 from trainer.deps import check_installed, require_keras
-from trainer.distribute import choose_strategy
+from trainer.distribute import strategy_record
 from trainer.evaluate import classification_metrics
 from trainer.evaluation_plan import EvalMode, EvalPlan, merge_val_into_train, plan_evaluation
-from trainer.features.prepared import prepared_backbone, record_digest
+from trainer.features.prepared import classifier_template, keep_classifier, prepared_backbone, record_digest
 from trainer.features.training import ENGINE_BATCH, MAX_LISTED, FeatureRows, early_decoder, feature_pass, feature_rows, worker_feature_pass
 from trainer.features.views import CLEAN_VIEW
 from trainer.fine_tune import CutPass, cut_pass, run_stage, top_data
 from trainer.fine_tune import evaluate_top
-from trainer.head import fit_head
+from trainer.head import DenseHead, fit_head
+from trainer.keras_file import KerasFileError, write_with_head
 from trainer.kfold import kfold_estimate
 from trainer.progress import Reporter
-from trainer.run_dir import RunRecord, run_name, write_run
+from trainer.run_dir import PictureProcess, RunRecord, run_name, write_run
 from trainer.stats import MIN_PER_CLASS, weak_splits
 
 
@@ -67,7 +68,8 @@ class TrainResult:
     #: `tledge train --export` verifies the float side from these (trainer.export.float_side).
     verification_features: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
     #: the Keras classifier saved in the run folder, still in memory (`tledge train --export`
-    #: converts it without reading model.keras back)
+    #: converts it without reading model.keras back); None when model.keras was written
+    #: from the cached template (trainer.keras_file) and no Keras model was built
     model: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -108,10 +110,13 @@ def _build(options: TrainOptions, num_classes: int, timings: dict[str, float]) -
 
 def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResult:
     """Train a classifier as `options` say and write its run directory. Never mutates `options`."""
-    return _train(options, reporter or Reporter(quiet=options.runtime.quiet), use_prepared=True)
+    # The process that draws the run's pictures starts now: matplotlib's import (most of
+    # its second) then overlaps the features instead of following the head.
+    with PictureProcess() as pictures:
+        return _train(options, reporter or Reporter(quiet=options.runtime.quiet), pictures, use_prepared=True)
 
 
-def _train(options: TrainOptions, reporter: Reporter, use_prepared: bool) -> TrainResult:
+def _train(options: TrainOptions, reporter: Reporter, pictures: PictureProcess, use_prepared: bool) -> TrainResult:
     """`train`; `use_prepared`: the features may come from the cached TFLite backbone
     before the classifier is built (trainer.features.prepared)."""
     start = time.perf_counter()
@@ -130,14 +135,20 @@ def _train(options: TrainOptions, reporter: Reporter, use_prepared: bool) -> Tra
     fine_tune = options.hyper.fine_tune.enabled and not augment_val  # fine-tuning needs val to select by
     cut: CutPass | None = None
     prepared = prepared_backbone(options, threads, ENGINE_BATCH) if use_prepared and not fine_tune else None
-    if prepared is not None:  # the features in a process of their own while TensorFlow imports here
-        features, stats, kept, (backbone, classifier) = worker_feature_pass(
-            options, dataset, augment_val, prepared, threads, reporter, lambda: _build(options, len(dataset.labels), timings)
-        )
-        if backbone.digest != prepared.digest:  # the record is wrong: start again the ordinary way
-            prepared.forget()
-            reporter.warn("the cached backbone did not match the weights file; computing the features again")
-            return _train(options, reporter, use_prepared=False)
+    template: Path | None = None
+    classifier: Any = None
+    if prepared is not None:  # the features in a process of their own, while this one builds the classifier
+        template = classifier_template(options, prepared.digest, len(dataset.labels))
+        build = (lambda: None) if template is not None else (lambda: _build(options, len(dataset.labels), timings))
+        features, stats, kept, built = worker_feature_pass(options, dataset, augment_val, prepared, threads, reporter, build)
+        if built is None:  # model.keras will be written from the template: no TensorFlow in this run
+            backbone = model_lib.BuiltBackbone(None, model_lib.weights_label(options.model), prepared.digest)
+        else:
+            backbone, classifier = built
+            if backbone.digest != prepared.digest:  # the record is wrong: start again the ordinary way
+                prepared.forget()
+                reporter.warn("the cached backbone did not match the weights file; computing the features again")
+                return _train(options, reporter, pictures, use_prepared=False)
         dataset = kept
     else:
         # The feature pass's images start decoding now, on one thread, while TensorFlow imports.
@@ -160,12 +171,12 @@ def _train(options: TrainOptions, reporter: Reporter, use_prepared: bool) -> Tra
         reporter.warn(plan.reason or "no validation images")
         dataset = merge_val_into_train(dataset)
 
-    strategy = choose_strategy(options.runtime.distribute)
     rows = {s: feature_rows(dataset.splits[s], features, clean_only=s != "train") for s in ("train", "val", "test")}
     tick = time.perf_counter()
-    fitted = fit_head(options, rows, len(dataset.labels), strategy, reporter)
+    fitted = fit_head(options, rows, len(dataset.labels), reporter)
     timings["head_s"] = time.perf_counter() - tick
-    model_lib.copy_head(fitted.head, classifier)
+    if classifier is not None:
+        model_lib.copy_head(fitted.head, classifier)
     history = list(fitted.history)
 
     metrics: dict[str, Any] = {"evaluation": {"mode": plan.mode.value, "reason": plan.reason}}
@@ -199,14 +210,34 @@ def _train(options: TrainOptions, reporter: Reporter, use_prepared: bool) -> Tra
         metrics[split] = _final_metrics(dataset, split, fitted.head, rows[split], cut)
     metrics["head"] = fitted.info
     metrics["features"] = stats.to_json()
-    metrics["distribute"] = {"strategy": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync)}
+    metrics["distribute"] = strategy_record(options.runtime.distribute)
     timings["before_write_s"] = time.perf_counter() - start
     metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
     record = run_record(options, dataset, plan, backbone.weights, metrics, history, reporter, _feature_cache(options, backbone.digest))
-    run_dir, summary = write_run(options.out_dir, record, classifier.save, start)
+    if classifier is not None:
+        run_dir, summary = write_run(options.out_dir, record, classifier.save, start, pictures)
+        keep_classifier(options, backbone.digest, len(dataset.labels), run_dir / "model.keras")
+    else:
+        run_dir, summary = write_run(options.out_dir, record, lambda path: _from_template(options, template, fitted.head, path, reporter), start, pictures)
     kept_fine_tune = bool((metrics.get("fine_tune") or {}).get("kept"))
     vectors = None if kept_fine_tune else _clean_features(dataset, features, ("val", "test"))
     return TrainResult(run_dir, dataset.labels, metrics, summary, float(summary["wall_s"]), backbone.weights, tuple(reporter.warnings), vectors, classifier)
+
+
+def _from_template(options: TrainOptions, template: Path | None, head: DenseHead, path: Path, reporter: Reporter) -> None:
+    """Write model.keras from the cached classifier `template` with `head`; a template that
+    cannot be used is dropped, and the classifier is built and saved through Keras."""
+    if template is not None:
+        try:
+            write_with_head(template, head, path)
+            return
+        except KerasFileError as why:
+            template.unlink(missing_ok=True)
+            reporter.warn(f"the cached classifier could not be used ({why}); saving the model through Keras")
+    require_keras("tledge train")
+    _, classifier = _build(options, len(head.bias), {})
+    model_lib.copy_head(head, classifier)
+    classifier.save(path)
 
 
 def _feature_cache(options: TrainOptions, digest: str) -> dict[str, str] | None:
@@ -250,7 +281,7 @@ def _pooled_counts(dataset: Dataset) -> dict[str, int]:
     return {n: counts["train"][n] + counts["val"][n] for n in dataset.labels}
 
 
-def _final_metrics(dataset: Dataset, split: str, head: Any, rows: FeatureRows, cut: CutPass | None) -> dict[str, Any] | None:
+def _final_metrics(dataset: Dataset, split: str, head: DenseHead, rows: FeatureRows, cut: CutPass | None) -> dict[str, Any] | None:
     """Metrics of the final classifier on `split`: the top on cached activations when the
     classifier was cut (equal to running it end to end), else the head on features."""
     if cut is not None:
@@ -259,7 +290,7 @@ def _final_metrics(dataset: Dataset, split: str, head: Any, rows: FeatureRows, c
             return None
         probs, _ = evaluate_top(cut.halves.top, data, len(dataset.labels))
         return classification_metrics(data.y, probs, dataset.labels)
-    return classification_metrics(rows.y, head.predict(rows.x, verbose=0), dataset.labels) if len(rows.y) else None
+    return classification_metrics(rows.y, head.predict(rows.x), dataset.labels) if len(rows.y) else None
 
 
 def run_record(

@@ -1,7 +1,7 @@
 """A run on weights a previous run has seen computes its features on the cached TFLite
-backbone in a process of its own while TensorFlow imports and the Keras classifier
-builds (trainer.features.prepared, trainer.features.worker). Its results are those of
-the ordinary path."""
+backbone in a process of its own (trainer.features.prepared, trainer.features.worker) and
+writes model.keras from the classifier that run saved (trainer.keras_file), without
+TensorFlow. Its results are those of the ordinary path."""
 
 from __future__ import annotations
 
@@ -85,6 +85,7 @@ def test_a_second_run_takes_the_prepared_path_with_the_same_results(tmp_path: Pa
     second = train(replace(options, out_dir=tmp_path / "runs2"))
     second_metrics, second_history, second_probs = run_outputs(second.run_dir)
     assert second_metrics["features"]["in_worker"]
+    assert second.model is None and "build_s" not in second_metrics["timings"]  # written from the template, nothing built
     assert second_metrics["features"]["views_computed"] == first_metrics["features"]["views_computed"] > 0
     assert second_metrics["features"]["engine"] == "tflite"
     assert second_history == first_history
@@ -147,3 +148,61 @@ def test_a_worker_that_cannot_hand_the_features_over_leaves_them_to_the_run(tmp_
     assert any("not writable" in w for w in second.warnings)
     assert not json.loads((second.run_dir / "metrics.json").read_text())["features"]["in_worker"]
     assert (second.run_dir / "history.csv").read_text() == (first.run_dir / "history.csv").read_text()
+
+
+def _second_run_in_a_fresh_process(tmp_path: Path, weights: Path) -> dict:
+    """train() of `options_for(tmp_path, weights, "runs3")` in a new interpreter: which
+    heavy modules it imported and what it warned."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tledge_paths import ROOT
+
+    code = f"""
+        import json, sys
+        sys.path.insert(0, {str(ROOT / 'tests' / 'trainer')!r})
+        from pathlib import Path
+        from test_prepared_backbone import options_for
+        from trainer.train import train
+        result = train(options_for(Path({str(tmp_path)!r}), Path({str(weights)!r}), "runs3"))
+        print(json.dumps({{"tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules,
+                          "run": str(result.run_dir), "warnings": list(result.warnings)}}))
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_run_on_a_converted_backbone_with_a_saved_classifier_imports_no_tensorflow(tmp_path: Path, weights_file: Path) -> None:
+    options = options_for(tmp_path, weights_file, "runs")
+    first = train(options)
+    pin_tflite_choice(tmp_path / "cache")
+    shutil.rmtree(tmp_path / "cache" / "features")
+    if json.loads((first.run_dir / "metrics.json").read_text())["features"]["engine"] != "tflite":
+        first = train(replace(options, out_dir=tmp_path / "runs1"))  # the same engine on both sides
+        shutil.rmtree(tmp_path / "cache" / "features")
+    assert list((tmp_path / "cache" / "backbones").glob("*.classifier-3-*.keras"))  # the template the first run kept
+
+    seen = _second_run_in_a_fresh_process(tmp_path, weights_file)
+    assert not seen["tensorflow"] and not seen["keras"], seen
+    _, first_history, first_probs = run_outputs(first.run_dir)
+    second_metrics, second_history, second_probs = run_outputs(Path(seen["run"]))
+    assert second_metrics["features"]["in_worker"] and second_history == first_history
+    np.testing.assert_array_equal(second_probs, first_probs)
+
+
+def test_a_damaged_template_is_dropped_and_keras_saves_the_model(tmp_path: Path, weights_file: Path) -> None:
+    options = options_for(tmp_path, weights_file, "runs")
+    first = train(options)
+    pin_tflite_choice(tmp_path / "cache")
+    if json.loads((first.run_dir / "metrics.json").read_text())["features"]["engine"] != "tflite":
+        first = train(replace(options, out_dir=tmp_path / "runs1"))
+    (template,) = (tmp_path / "cache" / "backbones").glob("*.classifier-3-*.keras")
+    template.write_bytes(b"not a zip archive")
+
+    second = train(replace(options, out_dir=tmp_path / "runs2"))
+    assert any("cached classifier could not be used" in w for w in second.warnings)
+    np.testing.assert_array_equal(run_outputs(second.run_dir)[2], run_outputs(first.run_dir)[2])
+    assert not template.exists()  # dropped; the next Keras save keeps a sound one

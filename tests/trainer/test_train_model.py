@@ -148,13 +148,12 @@ def _rows(x: np.ndarray, y: np.ndarray):  # type: ignore[no-untyped-def]
 
 
 def _fit(tmp_path: Path, train_xy, val_xy, **hyper):  # type: ignore[no-untyped-def]
-    from trainer.distribute import choose_strategy
     from trainer.head import fit_head
     from trainer.progress import Reporter
 
     options = tiny_options(tmp_path, tmp_path, **hyper)
     rows = {"train": _rows(*train_xy), "val": _rows(*val_xy), "test": _rows(*val_xy)}
-    return fit_head(options, rows, 2, choose_strategy(options.runtime.distribute), Reporter(quiet=True))
+    return fit_head(options, rows, 2, Reporter(quiet=True))
 
 
 def _separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +170,9 @@ def test_early_stopping_restores_the_best_epoch(tmp_path: Path) -> None:
     head, info = fitted.head, fitted.info
     assert info["stopped_early"] and info["epochs_run"] == info["best_epoch"] + 2
     val_losses = [row["val_loss"] for row in fitted.history]
-    restored = head.evaluate(x[:16].astype(np.float32), np.eye(2)[1 - y[:16]], verbose=0)[0]
+    from trainer.head import loss_and_gradients
+
+    restored, *_ = loss_and_gradients(head, x[:16].astype(np.float32), np.eye(2, dtype=np.float32)[1 - y[:16]], np.ones(16, np.float32))
     assert restored == pytest.approx(min(val_losses), rel=1e-4)
 
 
@@ -179,8 +180,8 @@ def test_label_smoothing_caps_confidence(tmp_path: Path) -> None:
     x, y = _separable(64, 1)
     sharp = _fit(tmp_path, (x, y), (x, y), epochs=60, label_smoothing=0.0, learning_rate=0.05, patience=60).head
     smooth = _fit(tmp_path, (x, y), (x, y), epochs=60, label_smoothing=0.4, learning_rate=0.05, patience=60).head
-    top_sharp = sharp.predict(x.astype(np.float32), verbose=0).max(axis=1).mean()
-    top_smooth = smooth.predict(x.astype(np.float32), verbose=0).max(axis=1).mean()
+    top_sharp = sharp.predict(x.astype(np.float32)).max(axis=1).mean()
+    top_smooth = smooth.predict(x.astype(np.float32)).max(axis=1).mean()
     assert top_sharp > 0.97 and top_smooth < 0.9  # smoothing 0.4 targets 0.8 for 2 classes
 
 
@@ -200,8 +201,8 @@ def test_class_weights_lift_the_minority_class(tmp_path: Path) -> None:
     probe = np.zeros((1, 8))
     plain = _fit(tmp_path, (x, y), (x, y), epochs=150, class_weights=False, learning_rate=0.05, patience=150).head
     balanced = _fit(tmp_path, (x, y), (x, y), epochs=150, class_weights=True, learning_rate=0.05, patience=150).head
-    p_plain = plain.predict(probe.astype(np.float32), verbose=0)[0, 1]
-    p_balanced = balanced.predict(probe.astype(np.float32), verbose=0)[0, 1]
+    p_plain = plain.predict(probe.astype(np.float32))[0, 1]
+    p_balanced = balanced.predict(probe.astype(np.float32))[0, 1]
     print(p_plain, p_balanced)
     assert p_balanced > 1.6 * p_plain
 

@@ -89,7 +89,7 @@ def register(app: typer.Typer, wrap: Callable[[Any], Any]) -> None:
         resize: ResizePolicy = typer.Option(ResizePolicy.CENTER_CROP, help="How images become the input size."),
         engine: FeatureEngine = typer.Option(FeatureEngine.AUTO, help="Feature pass: TFLite copy of the backbone (checked against Keras) or Keras."),
         cache: CacheMode = typer.Option(CacheMode.DISK, help="Keep features on disk ($TLEDGE_CACHE) or only in memory."),
-        distribute: Distribute = typer.Option(Distribute.AUTO, help="MirroredStrategy when several accelerators are visible."),
+        distribute: Distribute = typer.Option(Distribute.AUTO, help="How the head is fitted: auto/none in NumPy on the CPU; mirrored by Keras under MirroredStrategy over every visible device."),
         seed: int = typer.Option(42, help="Fixes the split, shuffling and initialisation."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout (implies --quiet)."),

@@ -7,7 +7,7 @@ names it only while the saved model's backbone is that one (no kept fine-tuning)
 classifier is that feature model, a dropout (nothing at inference) and one dense softmax
 layer. So its float file is the backbone file with FULLY_CONNECTED and SOFTMAX appended
 (`classifier_file`), the head's weights read from model.keras' own HDF5 weights
-(`read_head`, h5py; no Keras). The rest is what TensorFlow's converter does to the float
+(`trainer.keras_file.read_head`, h5py; no Keras). The rest is what TensorFlow's converter does to the float
 file it makes from the Keras model, done to this one:
 
 - bias correction (`corrected_biases`): the converter's file has each BatchNorm folded
@@ -35,22 +35,20 @@ which ran.
 from __future__ import annotations
 
 import importlib.util
-import io
-import json
 import pickle
 import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trainer import keras_file
 from trainer.export.bias_correction import rounding_error_along
 from trainer.export.schema import TFLITE_IDENTIFIER, tflite_schema
+from trainer.head import DenseHead
 
 if TYPE_CHECKING:
     from trainer.export.convert import Converted
@@ -61,50 +59,22 @@ if TYPE_CHECKING:
 BACKBONE_FILE = "backbone_file"
 _QUANTIZE_WORKER = Path(__file__).with_name("quantize_worker.py")
 _WORKER_TIMEOUT_S = 300.0
-#: The classifier's top-level layers after the feature model's pooling (trainer.model.build_classifier).
-_HEAD_LAYERS = ("Dropout", "Dense")
 
 
 class NotApplicable(Exception):
     """The Keras model must be converted instead (the message says why)."""
 
 
-@dataclass(frozen=True)
-class Head:
-    """The classifier's dense softmax layer."""
-
-    kernel: np.ndarray  # (features, classes) float32
-    bias: np.ndarray  # (classes,) float32
-
-
-def read_head(model_path: Path, classes: int) -> Head:
-    """The dense softmax layer of the classifier saved at `model_path` (model.keras), read
-    from its config and HDF5 weights without Keras."""
-    import h5py
-
+def read_head(model_path: Path, classes: int) -> DenseHead:
+    """The dense softmax layer of the classifier saved at `model_path` (model.keras),
+    read without Keras (trainer.keras_file)."""
     try:
-        with zipfile.ZipFile(model_path) as archive:
-            config = json.loads(archive.read("config.json"))
-            weights = archive.read("model.weights.h5")
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise NotApplicable(f"cannot read the head from {model_path.name}: {exc}") from None
-    layers = (config.get("config") or {}).get("layers") or []
-    kinds = [layer.get("class_name") for layer in layers]
-    if tuple(kinds[-2:]) != _HEAD_LAYERS or kinds.count("Dense") != 1:
-        raise NotApplicable(f"the classifier does not end in one dropout and dense layer ({kinds[-3:]})")
-    if (layers[-1].get("config") or {}).get("activation") != "softmax":
-        raise NotApplicable("the classifier's dense layer is not a softmax")
-    try:
-        with h5py.File(io.BytesIO(weights), "r") as f:  # Keras 3 names a layer's group after its class
-            kernel, bias = np.asarray(f["layers/dense/vars/0"], np.float32), np.asarray(f["layers/dense/vars/1"], np.float32)
-    except (OSError, KeyError, ValueError) as exc:
-        raise NotApplicable(f"cannot read the dense layer's weights from {model_path.name}: {exc}") from None
-    if kernel.ndim != 2 or kernel.shape[1] != classes or bias.shape != (classes,):
-        raise NotApplicable(f"the dense layer's weights are {kernel.shape} and {bias.shape} for {classes} classes")
-    return Head(kernel, bias)
+        return keras_file.read_head(model_path, classes)
+    except keras_file.KerasFileError as exc:
+        raise NotApplicable(str(exc)) from None
 
 
-def classifier_file(backbone: bytes, head: Head) -> bytes:
+def classifier_file(backbone: bytes, head: DenseHead) -> bytes:
     """The float classifier: the backbone file (pixels -> pooled features) with the head
     appended as FULLY_CONNECTED and SOFTMAX, batch fixed at 1 (as the converter fixes it)."""
     import flatbuffers
@@ -304,7 +274,7 @@ class QuantizeWorker:
 
 
 def convert_from_backbone(
-    backbone: Path, head: Head, io_type: "IOType", samples: list[list[np.ndarray]],
+    backbone: Path, head: DenseHead, io_type: "IOType", samples: list[list[np.ndarray]],
     input_means: "Callable[[], Sequence[ConvMean] | None] | None", shards: int,
 ) -> "Converted":
     """The int8 file of the classifier made of the float backbone file `backbone` and

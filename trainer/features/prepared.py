@@ -11,6 +11,11 @@ file) finds all three by hashing the file, computes its features on the edge run
 interpreter at once, and builds the Keras classifier meanwhile (trainer.train). The
 digest of the Keras backbone built later is compared with the recorded one; a mismatch
 drops the record and the run takes the ordinary path.
+
+When a run with the same backbone key, number of classes and dropout has saved its
+classifier before, a copy of that model.keras is cached too (`keep_classifier`), and the
+run writes its own from it (trainer.keras_file) instead of building the Keras classifier:
+with the head fitted in NumPy (trainer.head), such a run never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from trainer.config import CacheMode, FeatureEngine, ModelOptions, TrainOptions,
 from trainer.features.cache import options_key
 from trainer.features.engine_choice import EngineChoice, cached_engine_choice
 from trainer.features.tflite_engine import TFLiteExtractor, cached_tflite_path
+from trainer.keras_file import keep_template, template_path
 
 
 @dataclass(frozen=True)
@@ -111,3 +117,21 @@ def prepared_backbone(options: TrainOptions, threads: int, batch: int) -> Prepar
         return None
     engine = EngineChoice(extractor, FeatureEngine.TFLITE, choice.get("max_abs_diff"), 0.0, measured={**choice, "cached": True})
     return PreparedBackbone(digest, engine, source, cached_tflite_path(root, key))
+
+
+def classifier_template(options: TrainOptions, digest: str, classes: int) -> Path | None:
+    """The cached classifier this run's model.keras can be written from (same backbone
+    key, classes and dropout), or None."""
+    if options.runtime.cache is not CacheMode.DISK or options.hyper.fine_tune.enabled:
+        return None
+    path = template_path(options.runtime.cache_root, options_key(options.model, digest), classes, options.model.dropout)
+    return path if path.is_file() else None
+
+
+def keep_classifier(options: TrainOptions, digest: str, classes: int, model_path: Path) -> None:
+    """Cache the model.keras that Keras saved for later runs on the same weights file (not
+    after a fine-tuning stage, which may change the backbone; not for random weights,
+    whose digest no later run shares)."""
+    if options.runtime.cache is not CacheMode.DISK or options.hyper.fine_tune.enabled or weights_file(options.model) is None:
+        return
+    keep_template(model_path, template_path(options.runtime.cache_root, options_key(options.model, digest), classes, options.model.dropout))
