@@ -7,13 +7,14 @@ variables, under `layers/<group>/vars/<i>`, the group named after the layer's cl
 The classifier (trainer.model.build_classifier) ends in a dropout and one dense softmax
 layer, whose kernel and bias are `layers/dense/vars/0` and `/1`.
 
-Two classifiers with the same backbone weights (the feature-cache key names them), the
-same number of classes and the same dropout differ only in those two arrays. So after a
+Two classifiers with the same backbone weights (the feature-cache key names them) differ
+only in that dense layer (its units, kernel and bias) and the dropout's rate. So after a
 run has saved its classifier through Keras, a copy is kept in the cache as a template
-(`keep_template`); a later run with the same key writes its model.keras from that copy
-with its own head (`write_with_head`), without importing TensorFlow, building the
-backbone or serialising it (`tests/trainer/test_keras_file.py` loads such a file in Keras
-and compares it, weight by weight, with Keras' own save).
+(`keep_template`); a later run on the same backbone, for any number of classes and any
+dropout, writes its model.keras from that copy (`write_with_head`): the two config
+fields set and the two arrays replaced, without importing TensorFlow, building the
+backbone or serialising it. `tests/trainer/test_keras_file.py` loads such a file in Keras
+and compares it, config and weights, with Keras' own save of the same classifier.
 """
 
 from __future__ import annotations
@@ -41,16 +42,16 @@ class KerasFileError(ValueError):
     """model.keras (or a template) is not a classifier this module can read or write."""
 
 
-def _check_config(config: dict, classes: int, where: str) -> None:
+def _head_layers(config: dict, where: str) -> tuple[dict, dict]:
+    """The config of the classifier's dropout and dense softmax layers (the last two)."""
     layers = (config.get("config") or {}).get("layers") or []
     kinds = [layer.get("class_name") for layer in layers]
     if tuple(kinds[-2:]) != HEAD_LAYERS or kinds.count("Dense") != 1:
         raise KerasFileError(f"the classifier in {where} does not end in one dropout and dense layer ({kinds[-3:]})")
-    dense = layers[-1].get("config") or {}
+    dropout, dense = (layer.get("config") or {} for layer in layers[-2:])
     if dense.get("activation") != "softmax":
         raise KerasFileError(f"the dense layer in {where} is not a softmax")
-    if dense.get("units") != classes:
-        raise KerasFileError(f"the dense layer in {where} has {dense.get('units')} units for {classes} classes")
+    return dropout, dense
 
 
 def _read(path: Path) -> dict[str, bytes]:
@@ -67,7 +68,9 @@ def read_head(path: Path, classes: int) -> DenseHead:
 
     entries = _read(path)
     try:
-        _check_config(json.loads(entries["config.json"]), classes, path.name)
+        _, dense = _head_layers(json.loads(entries["config.json"]), path.name)
+        if dense.get("units") != classes:
+            raise KerasFileError(f"the dense layer in {path.name} has {dense.get('units')} units for {classes} classes")
         with h5py.File(io.BytesIO(entries["model.weights.h5"]), "r") as f:
             kernel, bias = (np.asarray(f[name], np.float32) for name in HEAD_VARS)
     except (OSError, KeyError, ValueError) as exc:
@@ -79,10 +82,10 @@ def read_head(path: Path, classes: int) -> DenseHead:
     return DenseHead(kernel, bias)
 
 
-def template_path(cache_root: Path, key: str, classes: int, dropout: float) -> Path:
-    """Where the template for feature-cache key `key` (backbone, width, size, weights) with
-    `classes` outputs and `dropout` lives, for the installed Keras."""
-    return cache_root / "backbones" / f"{key}.classifier-{classes}-{dropout:g}-keras{version('keras')}.keras"
+def template_path(cache_root: Path, key: str) -> Path:
+    """Where the template for feature-cache key `key` (backbone, width, size, weights)
+    lives, for the installed Keras."""
+    return cache_root / "backbones" / f"{key}.classifier-keras{version('keras')}.keras"
 
 
 def keep_template(model_path: Path, template: Path) -> None:
@@ -97,26 +100,33 @@ def keep_template(model_path: Path, template: Path) -> None:
         pass
 
 
-def write_with_head(template: Path, head: DenseHead, dest: Path) -> None:
-    """Write model.keras to `dest`: `template` with `head` as its dense layer and today's
-    date in its metadata."""
+def write_with_head(template: Path, head: DenseHead, dropout: float, dest: Path) -> None:
+    """Write model.keras to `dest`: `template` with `head` as its dense layer (its units
+    and weights), `dropout` as its dropout rate and today's date in its metadata."""
     import h5py
 
-    classes = head.bias.shape[0]
     entries = _read(template)
-    _check_config(json.loads(entries["config.json"]), classes, template.name)
+    config = json.loads(entries["config.json"])
+    dropout_layer, dense = _head_layers(config, template.name)
+    dense["units"] = int(head.bias.shape[0])
+    dropout_layer["rate"] = float(dropout)
     weights = io.BytesIO(entries["model.weights.h5"])
     try:
         with h5py.File(weights, "r+") as f:
+            features = f[HEAD_VARS[0]].shape[0]
+            if features != head.kernel.shape[0]:
+                raise KerasFileError(f"the dense layer in {template.name} takes {features} features, the head {head.kernel.shape[0]}")
             for name, value in zip(HEAD_VARS, (head.kernel, head.bias)):
-                if f[name].shape != value.shape:
-                    raise KerasFileError(f"{template.name} holds {name} of shape {f[name].shape}, the head {value.shape}")
-                f[name][...] = value
+                if f[name].shape == value.shape:
+                    f[name][...] = value
+                else:  # another number of classes
+                    del f[name]
+                    f.create_dataset(name, data=value)
     except (OSError, KeyError) as exc:
         raise KerasFileError(f"cannot write the head into {template.name}: {exc}") from None
     metadata = json.loads(entries["metadata.json"])
     metadata["date_saved"] = datetime.now().strftime("%Y-%m-%d@%H:%M:%S")  # Keras' own format
-    entries = {**entries, "metadata.json": json.dumps(metadata).encode(), "model.weights.h5": weights.getvalue()}
+    entries = {"metadata.json": json.dumps(metadata).encode(), "config.json": json.dumps(config).encode(), "model.weights.h5": weights.getvalue()}
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as archive:
         for name in _ENTRIES:
             archive.writestr(name, entries[name])

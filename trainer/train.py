@@ -138,7 +138,7 @@ def _train(options: TrainOptions, reporter: Reporter, pictures: PictureProcess, 
     template: Path | None = None
     classifier: Any = None
     if prepared is not None:  # the features in a process of their own, while this one builds the classifier
-        template = classifier_template(options, prepared.digest, len(dataset.labels))
+        template = classifier_template(options, prepared.digest)
         build = (lambda: None) if template is not None else (lambda: _build(options, len(dataset.labels), timings))
         features, stats, kept, built = worker_feature_pass(options, dataset, augment_val, prepared, threads, reporter, build)
         if built is None:  # model.keras will be written from the template: no TensorFlow in this run
@@ -216,7 +216,7 @@ def _train(options: TrainOptions, reporter: Reporter, pictures: PictureProcess, 
     record = run_record(options, dataset, plan, backbone.weights, metrics, history, reporter, _feature_cache(options, backbone.digest))
     if classifier is not None:
         run_dir, summary = write_run(options.out_dir, record, classifier.save, start, pictures)
-        keep_classifier(options, backbone.digest, len(dataset.labels), run_dir / "model.keras")
+        keep_classifier(options, backbone.digest, run_dir / "model.keras")
     else:
         run_dir, summary = write_run(options.out_dir, record, lambda path: _from_template(options, template, fitted.head, path, reporter), start, pictures)
     kept_fine_tune = bool((metrics.get("fine_tune") or {}).get("kept"))
@@ -229,7 +229,7 @@ def _from_template(options: TrainOptions, template: Path | None, head: DenseHead
     cannot be used is dropped, and the classifier is built and saved through Keras."""
     if template is not None:
         try:
-            write_with_head(template, head, path)
+            write_with_head(template, head, options.model.dropout, path)
             return
         except KerasFileError as why:
             template.unlink(missing_ok=True)

@@ -12,10 +12,11 @@ interpreter at once, and builds the Keras classifier meanwhile (trainer.train). 
 digest of the Keras backbone built later is compared with the recorded one; a mismatch
 drops the record and the run takes the ordinary path.
 
-When a run with the same backbone key, number of classes and dropout has saved its
-classifier before, a copy of that model.keras is cached too (`keep_classifier`), and the
-run writes its own from it (trainer.keras_file) instead of building the Keras classifier:
-with the head fitted in NumPy (trainer.head), such a run never imports TensorFlow.
+When a run on the same backbone key has saved its classifier before, a copy of that
+model.keras is cached too (`keep_classifier`), and the run writes its own from it
+(trainer.keras_file: another head, any number of classes and dropout) instead of
+building the Keras classifier: with the head fitted in NumPy (trainer.head), such a run
+never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -119,19 +120,19 @@ def prepared_backbone(options: TrainOptions, threads: int, batch: int) -> Prepar
     return PreparedBackbone(digest, engine, source, cached_tflite_path(root, key))
 
 
-def classifier_template(options: TrainOptions, digest: str, classes: int) -> Path | None:
-    """The cached classifier this run's model.keras can be written from (same backbone
-    key, classes and dropout), or None."""
+def classifier_template(options: TrainOptions, digest: str) -> Path | None:
+    """The cached classifier on this backbone that the run's model.keras can be written
+    from, or None."""
     if options.runtime.cache is not CacheMode.DISK or options.hyper.fine_tune.enabled:
         return None
-    path = template_path(options.runtime.cache_root, options_key(options.model, digest), classes, options.model.dropout)
+    path = template_path(options.runtime.cache_root, options_key(options.model, digest))
     return path if path.is_file() else None
 
 
-def keep_classifier(options: TrainOptions, digest: str, classes: int, model_path: Path) -> None:
+def keep_classifier(options: TrainOptions, digest: str, model_path: Path) -> None:
     """Cache the model.keras that Keras saved for later runs on the same weights file (not
     after a fine-tuning stage, which may change the backbone; not for random weights,
     whose digest no later run shares)."""
     if options.runtime.cache is not CacheMode.DISK or options.hyper.fine_tune.enabled or weights_file(options.model) is None:
         return
-    keep_template(model_path, template_path(options.runtime.cache_root, options_key(options.model, digest), classes, options.model.dropout))
+    keep_template(model_path, template_path(options.runtime.cache_root, options_key(options.model, digest)))
