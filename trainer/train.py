@@ -7,9 +7,12 @@
          ─> run folder (trainer.run_dir)
 
 The backbone is frozen, so its features are computed once per image (and per augmented
-view) and the head (dropout + dense softmax) is fitted on the cached arrays. The head's
-weights are then put into the full classifier (raw pixels in, softmax out), which is
-saved. The optional second stage trains the top backbone blocks on activations cached
+view) and the head (dropout + dense softmax) is fitted on the cached arrays, in NumPy.
+The head's weights are then put into the full classifier (raw pixels in, softmax out),
+which is saved. On a backbone converted by an earlier run (trainer.features.prepared)
+whose classifier is cached, nothing is built: the features come from the converted
+backbone and model.keras is that classifier with this head (trainer.keras_file), so
+the run never imports TensorFlow. The optional second stage trains the top backbone blocks on activations cached
 at a block boundary and is kept only when it lowers the validation loss.
 
 Model selection (early stopping, keep or discard) reads the validation split only; the
