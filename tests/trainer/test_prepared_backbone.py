@@ -54,6 +54,18 @@ def pin_tflite_choice(cache: Path) -> None:
         path.write_text(json.dumps({**record, "engine": "tflite"}))
 
 
+def first_run_on_tflite(options: TrainOptions, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A first run whose features the TFLite engine computed (again, with the choice pinned,
+    where AUTO chose Keras), the feature cache emptied after it: the next run is prepared."""
+    first = train(options)
+    pin_tflite_choice(tmp_path / "cache")
+    shutil.rmtree(tmp_path / "cache" / "features")
+    if json.loads((first.run_dir / "metrics.json").read_text())["features"]["engine"] != "tflite":
+        first = train(replace(options, out_dir=tmp_path / "runs1"))  # the same engine on both sides
+        shutil.rmtree(tmp_path / "cache" / "features")
+    return first
+
+
 def run_outputs(run_dir: Path) -> tuple[dict, list[str], np.ndarray]:
     import keras
 
@@ -135,12 +147,7 @@ def test_a_worker_that_cannot_hand_the_features_over_leaves_them_to_the_run(tmp_
     be written it fails, and the run computes them itself (in memory, as always when the
     cache is not writable) with the same result."""
     options = options_for(tmp_path, weights_file, "runs")
-    first = train(options)
-    pin_tflite_choice(tmp_path / "cache")
-    shutil.rmtree(tmp_path / "cache" / "features")
-    if json.loads((first.run_dir / "metrics.json").read_text())["features"]["engine"] != "tflite":
-        first = train(replace(options, out_dir=tmp_path / "runs1"))  # the same engine on both sides
-        shutil.rmtree(tmp_path / "cache" / "features")
+    first = first_run_on_tflite(options, tmp_path)
     (tmp_path / "cache" / "features").write_text("not a folder")  # no feature can be written under it
 
     second = train(replace(options, out_dir=tmp_path / "runs2"))
@@ -177,12 +184,7 @@ def _second_run_in_a_fresh_process(tmp_path: Path, weights: Path) -> dict:
 
 def test_a_run_on_a_converted_backbone_with_a_saved_classifier_imports_no_tensorflow(tmp_path: Path, weights_file: Path) -> None:
     options = options_for(tmp_path, weights_file, "runs")
-    first = train(options)
-    pin_tflite_choice(tmp_path / "cache")
-    shutil.rmtree(tmp_path / "cache" / "features")
-    if json.loads((first.run_dir / "metrics.json").read_text())["features"]["engine"] != "tflite":
-        first = train(replace(options, out_dir=tmp_path / "runs1"))  # the same engine on both sides
-        shutil.rmtree(tmp_path / "cache" / "features")
+    first = first_run_on_tflite(options, tmp_path)
     assert list((tmp_path / "cache" / "backbones").glob("*.classifier-*.keras"))  # the template the first run kept
 
     seen = _second_run_in_a_fresh_process(tmp_path, weights_file)
