@@ -54,11 +54,13 @@ def _head_layers(config: dict, where: str) -> tuple[dict, dict]:
     return dropout, dense
 
 
-def _read(path: Path) -> dict[str, bytes]:
+def _read(path: Path) -> tuple[dict[str, bytes], dict, dict]:
+    """The archive's entries, and its parsed config.json and metadata.json."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return {name: archive.read(name) for name in _ENTRIES}
-    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+            entries = {name: archive.read(name) for name in _ENTRIES}
+        return entries, json.loads(entries["config.json"]), json.loads(entries["metadata.json"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise KerasFileError(f"cannot read {path.name}: {exc}") from None
 
 
@@ -66,16 +68,14 @@ def read_head(path: Path, classes: int) -> DenseHead:
     """The dense softmax layer of the classifier saved at `path` (model.keras)."""
     import h5py
 
-    entries = _read(path)
+    entries, config, _ = _read(path)
+    _, dense = _head_layers(config, path.name)
+    if dense.get("units") != classes:
+        raise KerasFileError(f"the dense layer in {path.name} has {dense.get('units')} units for {classes} classes")
     try:
-        _, dense = _head_layers(json.loads(entries["config.json"]), path.name)
-        if dense.get("units") != classes:
-            raise KerasFileError(f"the dense layer in {path.name} has {dense.get('units')} units for {classes} classes")
         with h5py.File(io.BytesIO(entries["model.weights.h5"]), "r") as f:
             kernel, bias = (np.asarray(f[name], np.float32) for name in HEAD_VARS)
     except (OSError, KeyError, ValueError) as exc:
-        if isinstance(exc, KerasFileError):
-            raise
         raise KerasFileError(f"cannot read the dense layer's weights from {path.name}: {exc}") from None
     if kernel.ndim != 2 or kernel.shape[1] != classes or bias.shape != (classes,):
         raise KerasFileError(f"the dense layer's weights in {path.name} are {kernel.shape} and {bias.shape} for {classes} classes")
@@ -105,8 +105,7 @@ def write_with_head(template: Path, head: DenseHead, dropout: float, dest: Path)
     and weights), `dropout` as its dropout rate and today's date in its metadata."""
     import h5py
 
-    entries = _read(template)
-    config = json.loads(entries["config.json"])
+    entries, config, metadata = _read(template)
     dropout_layer, dense = _head_layers(config, template.name)
     dense["units"] = int(head.bias.shape[0])
     dropout_layer["rate"] = float(dropout)
@@ -114,17 +113,17 @@ def write_with_head(template: Path, head: DenseHead, dropout: float, dest: Path)
     try:
         with h5py.File(weights, "r+") as f:
             features = f[HEAD_VARS[0]].shape[0]
-            if features != head.kernel.shape[0]:
-                raise KerasFileError(f"the dense layer in {template.name} takes {features} features, the head {head.kernel.shape[0]}")
-            for name, value in zip(HEAD_VARS, (head.kernel, head.bias)):
-                if f[name].shape == value.shape:
-                    f[name][...] = value
-                else:  # another number of classes
-                    del f[name]
-                    f.create_dataset(name, data=value)
-    except (OSError, KeyError) as exc:
+            if features == head.kernel.shape[0]:
+                for name, value in zip(HEAD_VARS, (head.kernel, head.bias)):
+                    if f[name].shape == value.shape:
+                        f[name][...] = value
+                    else:  # another number of classes
+                        del f[name]
+                        f.create_dataset(name, data=value)
+    except (OSError, KeyError, ValueError) as exc:
         raise KerasFileError(f"cannot write the head into {template.name}: {exc}") from None
-    metadata = json.loads(entries["metadata.json"])
+    if features != head.kernel.shape[0]:
+        raise KerasFileError(f"the dense layer in {template.name} takes {features} features, the head {head.kernel.shape[0]}")
     metadata["date_saved"] = datetime.now().strftime("%Y-%m-%d@%H:%M:%S")  # Keras' own format
     entries = {"metadata.json": json.dumps(metadata).encode(), "config.json": json.dumps(config).encode(), "model.weights.h5": weights.getvalue()}
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as archive:

@@ -83,4 +83,10 @@ def test_a_template_that_does_not_fit_is_refused(template: Path, tmp_path: Path)
     broken.write_bytes(template.read_bytes()[:1000])
     with pytest.raises(KerasFileError, match="cannot read"):
         write_with_head(broken, _head(2), 0.2, tmp_path / "y.keras")
-    assert not (tmp_path / "x.keras").exists() and not (tmp_path / "y.keras").exists()
+    garbled = tmp_path / "garbled.keras"
+    with zipfile.ZipFile(template) as source, zipfile.ZipFile(garbled, "w") as target:
+        for name in source.namelist():
+            target.writestr(name, b"{not json" if name == "config.json" else source.read(name))
+    with pytest.raises(KerasFileError, match="cannot read garbled.keras"):
+        write_with_head(garbled, _head(2), 0.2, tmp_path / "z.keras")
+    assert not any((tmp_path / name).exists() for name in ("x.keras", "y.keras", "z.keras"))
