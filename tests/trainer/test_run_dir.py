@@ -154,3 +154,16 @@ def test_the_pictures_are_drawn_in_a_process_of_their_own_else_here(tmp_path: Pa
         again, _ = write_run(tmp_path / "runs-again", _record_with_pictures(data), lambda path: path.write_bytes(b"model"), started=0.0)
         for name in names:
             assert (again / name).read_bytes() == (run_dir / name).read_bytes(), name
+
+
+def test_a_picture_process_started_with_the_run_ends_with_a_failed_run() -> None:
+    """train() starts the pictures' process before anything can fail; a run that fails
+    leaves no process waiting for data that will never come."""
+    from trainer.run_dir import PictureProcess
+
+    with pytest.raises(RuntimeError):
+        with PictureProcess() as pictures:
+            process = pictures._process
+            assert process is not None and process.poll() is None  # started, waiting for the run's data
+            raise RuntimeError("the run failed")
+    assert process.poll() is not None
