@@ -50,18 +50,3 @@ class Reporter:
                 progress.update(task_id, advance=n, extra=extra)
 
             yield advance
-
-
-def keras_progress(advance: Callable[..., None]) -> Any:
-    """A Keras callback that advances a bar once per epoch, showing loss and accuracy."""
-    from trainer.deps import require_keras
-
-    keras = require_keras()
-
-    class _EpochBar(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-            logs = logs or {}
-            shown = {k: float(logs[k]) for k in ("loss", "val_accuracy") if k in logs}
-            advance(1, **shown)
-
-    return _EpochBar()
