@@ -84,15 +84,19 @@ def smoothed(y: np.ndarray, num_classes: int, smoothing: float) -> np.ndarray:
     return onehot * (1.0 - smoothing) + smoothing / num_classes if smoothing else onehot
 
 
-def loss_and_gradients(head: DenseHead, x: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-    """One batch: the weighted mean cross-entropy (Keras' "sum over batch size": weighted
-    sum / rows), its gradients for kernel and bias, and the probabilities."""
+def batch_loss(head: DenseHead, x: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
+    """The weighted mean cross-entropy of rows `x` (Keras' "sum over batch size": weighted
+    sum / rows), and the probabilities."""
     log_probs = _log_softmax(head.logits(x))
-    probs = np.exp(log_probs)
-    rows = len(x)
     per_row = -(targets * log_probs).sum(axis=1)
-    d_logits = (probs - targets) * (weights / rows)[:, None]
-    return float((per_row * weights).sum() / rows), x.T @ d_logits, d_logits.sum(axis=0), probs
+    return float((per_row * weights).sum() / len(x)), np.exp(log_probs)
+
+
+def loss_and_gradients(head: DenseHead, x: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """One batch: `batch_loss`, its gradients for kernel and bias, and the probabilities."""
+    loss, probs = batch_loss(head, x, targets, weights)
+    d_logits = (probs - targets) * (weights / len(x))[:, None]
+    return loss, x.T @ d_logits, d_logits.sum(axis=0), probs
 
 
 class Adam:
@@ -149,7 +153,7 @@ def fit_dense(
             correct += int((probs.argmax(axis=1) == y[batch]).sum())
         logs = {"accuracy": correct / len(y), "loss": loss_sum / len(y)}  # fit's key order (history.csv's columns)
         if validation is not None and val_targets is not None:
-            val_loss, _, _, val_probs = loss_and_gradients(head, validation.x, val_targets, np.ones(len(validation.y), np.float32))
+            val_loss, val_probs = batch_loss(head, validation.x, val_targets, np.ones(len(validation.y), np.float32))
             logs.update(val_accuracy=float((val_probs.argmax(axis=1) == validation.y).mean()), val_loss=val_loss)
         for key, value in logs.items():
             history.setdefault(key, []).append(float(value))

@@ -271,7 +271,7 @@ class PictureProcess:
                 [sys.executable, "-m", "trainer.plots"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
         except OSError:  # no process: drawn in this one instead
-            self._process = None
+            pass
 
     def __enter__(self) -> "PictureProcess":
         return self
@@ -306,10 +306,10 @@ class PictureProcess:
 
 
 def _write_files(folder: Path, final: Path, record: RunRecord, save_model: Callable[[Path], None], pictures: PictureProcess | None) -> dict[str, Any]:
-    # The pictures (matplotlib's import and drawing, over a second) are drawn in a process
-    # of their own while the model is saved: the training machine's other core is idle
-    # here, and a thread of this process would hold the GIL the save needs. Should that
-    # process fail, they are drawn here (and a failure to draw them raises).
+    # The pictures are drawn in a process of their own (started with the run when train()
+    # passes it, so matplotlib's import is done by now) while the model is saved: a thread
+    # of this process would hold the GIL the save needs. Should that process fail, they
+    # are drawn here (and a failure to draw them raises).
     pictures = pictures or PictureProcess()
     try:
         pictures.send(folder, record)

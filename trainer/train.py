@@ -29,6 +29,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -221,22 +222,22 @@ def _train(options: TrainOptions, reporter: Reporter, pictures: PictureProcess, 
         run_dir, summary = write_run(options.out_dir, record, classifier.save, start, pictures)
         keep_classifier(options, backbone.digest, run_dir / "model.keras")
     else:
-        run_dir, summary = write_run(options.out_dir, record, lambda path: _from_template(options, template, fitted.head, path, reporter), start, pictures)
+        assert template is not None  # nothing was built only because the template stands in for it
+        run_dir, summary = write_run(options.out_dir, record, partial(_from_template, options, template, fitted.head, reporter), start, pictures)
     kept_fine_tune = bool((metrics.get("fine_tune") or {}).get("kept"))
     vectors = None if kept_fine_tune else _clean_features(dataset, features, ("val", "test"))
     return TrainResult(run_dir, dataset.labels, metrics, summary, float(summary["wall_s"]), backbone.weights, tuple(reporter.warnings), vectors, classifier)
 
 
-def _from_template(options: TrainOptions, template: Path | None, head: DenseHead, path: Path, reporter: Reporter) -> None:
+def _from_template(options: TrainOptions, template: Path, head: DenseHead, reporter: Reporter, path: Path) -> None:
     """Write model.keras from the cached classifier `template` with `head`; a template that
     cannot be used is dropped, and the classifier is built and saved through Keras."""
-    if template is not None:
-        try:
-            write_with_head(template, head, options.model.dropout, path)
-            return
-        except KerasFileError as why:
-            template.unlink(missing_ok=True)
-            reporter.warn(f"the cached classifier could not be used ({why}); saving the model through Keras")
+    try:
+        write_with_head(template, head, options.model.dropout, path)
+        return
+    except KerasFileError as why:
+        template.unlink(missing_ok=True)
+        reporter.warn(f"the cached classifier could not be used ({why}); saving the model through Keras")
     require_keras("tledge train")
     _, classifier = _build(options, len(head.bias), {})
     model_lib.copy_head(head, classifier)

@@ -120,19 +120,24 @@ def prepared_backbone(options: TrainOptions, threads: int, batch: int) -> Prepar
     return PreparedBackbone(digest, engine, source, cached_tflite_path(root, key))
 
 
+def _template(options: TrainOptions, digest: str) -> Path | None:
+    """Where this backbone's cached classifier lives, or None where none is kept: no disk
+    cache, or a fine-tuning stage (which may change the backbone)."""
+    if options.runtime.cache is not CacheMode.DISK or options.hyper.fine_tune.enabled:
+        return None
+    return template_path(options.runtime.cache_root, options_key(options.model, digest))
+
+
 def classifier_template(options: TrainOptions, digest: str) -> Path | None:
     """The cached classifier on this backbone that the run's model.keras can be written
     from, or None."""
-    if options.runtime.cache is not CacheMode.DISK or options.hyper.fine_tune.enabled:
-        return None
-    path = template_path(options.runtime.cache_root, options_key(options.model, digest))
-    return path if path.is_file() else None
+    path = _template(options, digest)
+    return path if path is not None and path.is_file() else None
 
 
 def keep_classifier(options: TrainOptions, digest: str, model_path: Path) -> None:
     """Cache the model.keras that Keras saved for later runs on the same weights file (not
-    after a fine-tuning stage, which may change the backbone; not for random weights,
-    whose digest no later run shares)."""
-    if options.runtime.cache is not CacheMode.DISK or options.hyper.fine_tune.enabled or weights_file(options.model) is None:
-        return
-    keep_template(model_path, template_path(options.runtime.cache_root, options_key(options.model, digest)))
+    for random weights, whose digest no later run shares)."""
+    path = _template(options, digest)
+    if path is not None and weights_file(options.model) is not None:
+        keep_template(model_path, path)
