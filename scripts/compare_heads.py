@@ -44,11 +44,11 @@ def keras_fit(options: TrainOptions, rows: dict[str, Any], classes: int) -> tupl
     import keras
 
     from trainer.head_keras import compile_head, head_dataset
-    from trainer.head import DenseHead, class_weights
+    from trainer.head import DenseHead, row_weights
 
     keras.utils.set_random_seed(options.seed)
     head = compile_head(options, rows["train"].x.shape[1], classes)
-    data = head_dataset(rows["train"].x, rows["train"].y, classes, options.hyper.batch_size, options.seed, class_weights(rows["train"].y, classes), shuffle=True)
+    data = head_dataset(rows["train"].x, rows["train"].y, classes, options.hyper.batch_size, options.seed, row_weights(rows["train"].y, classes, balanced=True), shuffle=True)
     validation = head_dataset(rows["val"].x, rows["val"].y, classes, 1024, options.seed)
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=options.hyper.patience, restore_best_weights=True)
     history = head.fit(data, epochs=options.hyper.epochs, validation_data=validation, callbacks=[stop], shuffle=False, verbose=0).history

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.config import Distribute
 from trainer.deps import require_tensorflow
+
+#: metrics.json's `distribute` when the head is fitted in NumPy (every mode but `mirrored`).
+NUMPY_RECORD: dict[str, Any] = {"strategy": "none (head fitted in NumPy)", "replicas": 1}
 
 
 def mirrored_strategy() -> Any:
@@ -20,9 +22,6 @@ def mirrored_strategy() -> Any:
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
-def strategy_record(mode: Distribute) -> dict[str, Any]:
-    """What metrics.json says about it: the strategy's name and replicas."""
-    if mode is Distribute.MIRRORED:
-        strategy = mirrored_strategy()
-        return {"strategy": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync)}
-    return {"strategy": "none (head fitted in NumPy)", "replicas": 1}
+def strategy_record(strategy: Any) -> dict[str, Any]:
+    """What metrics.json says about a strategy that fitted the head: its name and replicas."""
+    return {"strategy": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync)}

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from trainer.config import Distribute, TrainOptions
+from trainer.distribute import NUMPY_RECORD
 from trainer.progress import Reporter
 
 if TYPE_CHECKING:
@@ -65,12 +66,21 @@ class HeadFit:
     head: DenseHead
     info: dict[str, Any]  # epochs_run, best_epoch, stopped_early, train_rows
     history: tuple[dict[str, Any], ...]
+    distribute: dict[str, Any]  # metrics.json's record of the strategy that fitted it (trainer.distribute)
 
 
 def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
     """n / (classes * count): each class weighs the same in the loss in total."""
     counts = np.bincount(y, minlength=num_classes).astype(np.float64)
     return {i: float(len(y) / (num_classes * c)) if c else 1.0 for i, c in enumerate(counts)}
+
+
+def row_weights(y: np.ndarray, num_classes: int, balanced: bool) -> np.ndarray:
+    """Each row's weight in the loss: its class's `class_weights` when `balanced`, else 1."""
+    if not balanced:
+        return np.ones(len(y), np.float32)
+    table = class_weights(y, num_classes)
+    return np.array([table[int(c)] for c in y], np.float32)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -133,10 +143,7 @@ def fit_dense(
     params = [head.kernel, head.bias]
     optimizer = Adam(hyper.learning_rate, params)
     targets = smoothed(y, num_classes, hyper.label_smoothing)
-    weights = np.ones(len(y), np.float32)
-    if hyper.class_weights:
-        table = class_weights(y, num_classes)
-        weights = np.array([table[int(c)] for c in y], np.float32)
+    weights = row_weights(y, num_classes, hyper.class_weights)
     keep = 1.0 - options.model.dropout
     val_targets = smoothed(validation.y, num_classes, hyper.label_smoothing) if validation is not None else None
     history: dict[str, list[float]] = {}
@@ -196,10 +203,11 @@ def fit_head(options: TrainOptions, rows: dict[str, FeatureRows], num_classes: i
         if options.runtime.distribute is Distribute.MIRRORED:
             from trainer.head_keras import fit_mirrored
 
-            head, logs = fit_mirrored(options, train_rows, validation, num_classes, progress)
+            head, logs, distribute = fit_mirrored(options, train_rows, validation, num_classes, progress)
         else:
             head, logs = fit_dense(train_rows.x, train_rows.y, num_classes, options, options.seed, hyper.epochs, validation, progress)
+            distribute = dict(NUMPY_RECORD)
     epochs = history_rows("head", logs)
     best = best_epoch(epochs) if validation is not None else len(epochs)
     info = {"epochs_run": len(epochs), "best_epoch": best, "stopped_early": len(epochs) < hyper.epochs, "train_rows": int(len(train_rows.y))}
-    return HeadFit(head, info, tuple(epochs))
+    return HeadFit(head, info, tuple(epochs), distribute)

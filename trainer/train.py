@@ -40,7 +40,6 @@ from trainer import model as model_lib
 from trainer.config import TrainOptions
 from trainer.dataset import Dataset, scan
 from trainer.deps import check_installed, require_keras
-from trainer.distribute import strategy_record
 from trainer.evaluate import classification_metrics
 from trainer.evaluation_plan import EvalMode, EvalPlan, merge_val_into_train, plan_evaluation
 from trainer.features.prepared import classifier_template, keep_classifier, prepared_backbone, record_digest
@@ -214,7 +213,7 @@ def _train(options: TrainOptions, reporter: Reporter, pictures: PictureProcess, 
         metrics[split] = _final_metrics(dataset, split, fitted.head, rows[split], cut)
     metrics["head"] = fitted.info
     metrics["features"] = stats.to_json()
-    metrics["distribute"] = strategy_record(options.runtime.distribute)
+    metrics["distribute"] = fitted.distribute
     timings["before_write_s"] = time.perf_counter() - start
     metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
     record = run_record(options, dataset, plan, backbone.weights, metrics, history, reporter, _feature_cache(options, backbone.digest))

@@ -11,7 +11,7 @@ import pytest
 
 from trainer.config import DataOptions, HyperParams, ModelOptions, TrainOptions
 from trainer.features.training import FeatureRows
-from trainer.head import Adam, DenseHead, class_weights, fit_dense, loss_and_gradients, smoothed
+from trainer.head import Adam, DenseHead, class_weights, fit_dense, loss_and_gradients, row_weights, smoothed
 
 
 def _features(seed: int, rows: int, dim: int, classes: int, counts: tuple[int, ...] | None = None, spread: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +41,9 @@ def test_steps_match_keras_loss_gradients_and_adam() -> None:
     classes, smoothing, rate = 3, 0.1, 0.01
     x, y = _features(1, 0, 24, classes, counts=(50, 20, 9))
     weights = class_weights(y, classes)
-    w = np.array([weights[int(c)] for c in y], np.float32)
+    w = row_weights(y, classes, balanced=True)
+    assert w.dtype == np.float32 and [weights[int(c)] for c in y] == list(w)
+    assert (row_weights(y, classes, balanced=False) == 1).all()
     start = DenseHead.glorot(24, classes, np.random.default_rng(0))
 
     keras_head = model_lib.build_head(24, classes, 0.0)
@@ -109,8 +111,7 @@ def test_learns_what_a_keras_head_learns(tmp_path: Path) -> None:
     ours = float((head.predict(val_x).argmax(1) == val_y).mean())
     keras.utils.set_random_seed(1)
     keras_head = compile_head(options, 32, classes)
-    weights = class_weights(y, classes)
-    keras_head.fit(head_dataset(x, y, classes, 32, 1, weights, shuffle=True), epochs=20, shuffle=False, verbose=0)  # the dataset shuffles itself
+    keras_head.fit(head_dataset(x, y, classes, 32, 1, row_weights(y, classes, balanced=True), shuffle=True), epochs=20, shuffle=False, verbose=0)  # the dataset shuffles itself
     theirs = float((keras_head.predict(val_x, verbose=0).argmax(1) == val_y).mean())
     assert ours > 0.6, (ours, theirs)  # it learned (chance is 0.25)
     assert abs(ours - theirs) <= 0.05, (ours, theirs)
