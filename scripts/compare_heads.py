@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from timed_cli import lscpu_model, tree_commit  # noqa: E402
+from timed_cli import lscpu_model, tree_commit, write_result  # noqa: E402
 from trainer.config import DataOptions, ModelOptions, RuntimeOptions, TrainOptions, WeightsSpec  # noqa: E402
 from trainer.dataset import scan  # noqa: E402
 from trainer.features.prepared import prepared_backbone  # noqa: E402
@@ -100,7 +100,7 @@ def main() -> int:
     }
     print(json.dumps({"median": summary}))
     if args.output:
-        (ROOT / "scripts" / "results" / f"{args.output}.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.output, result)
     return 0
 
 

@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from edge.runtime import make_interpreter  # noqa: E402
-from timed_cli import lscpu_model, tree_commit  # noqa: E402
+from timed_cli import lscpu_model, tree_commit, write_result  # noqa: E402
 from trainer.export.backbone_file import QuantizeWorker, classifier_file, corrected_biases, read_head  # noqa: E402
 from trainer.export.bias_correction import rounding_error_along  # noqa: E402
 from trainer.export.calibration import measure_ranges, plan, with_ranges  # noqa: E402
@@ -517,7 +517,7 @@ def main() -> int:
               "calibration_images": DEFAULT_CALIBRATION_IMAGES, "gram_images": GRAM_IMAGES, "rows": rows, "summary": summary}
     print(json.dumps({"summary": summary}))
     if args.output:
-        (ROOT / "scripts" / "results" / f"{args.output}.json").write_text(json.dumps(result, indent=1) + "\n")
+        write_result(args.output, result, indent=1)
     return 0
 
 

@@ -47,6 +47,14 @@ def make_standin(dest: Path) -> Path:
     return dest
 
 
+def write_result(name: str, result: dict[str, Any], indent: int = 2) -> Path:
+    """Writes scripts/results/NAME.json: the committed result behind a cited figure."""
+    out = ROOT / "scripts" / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=indent) + "\n")
+    return out
+
+
 def lscpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
