@@ -126,7 +126,8 @@ class File:
 
 
 def outputs_of(content: bytes, tensors: list[int], samples: list[list[np.ndarray]], each: Callable[[dict[int, np.ndarray]], None]) -> None:
-    """Runs `content` with `tensors` made graph outputs on every sample; `each` gets their values."""
+    """Runs `content` on every sample with each tensor TensorFlow's calibrator logs made a graph
+    output (trainer.export.calibration.plan); `each` gets the values of `tensors`, which must be among them."""
     measured = plan(content).measured_model
     interpreter, _ = make_interpreter(measured, threads=THREADS)
     index = interpreter.get_input_details()[0]["index"]
