@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from edge.runtime import make_interpreter  # noqa: E402
 from timed_cli import lscpu_model, tree_commit, write_result  # noqa: E402
-from trainer.export.backbone_file import QuantizeWorker, classifier_file, corrected_biases, read_head  # noqa: E402
+from trainer.export.backbone_file import QuantizeWorker, bias_shift, classifier_file, corrected_biases, read_head  # noqa: E402
 from trainer.export.bias_correction import rounding_error_along  # noqa: E402
 from trainer.export.calibration import measure_ranges, plan, with_ranges  # noqa: E402
 from trainer.export.convert import representative_images, stratified_sample  # noqa: E402
@@ -235,8 +235,7 @@ def with_kernels(content: bytes, convs: list[dict[str, Any]], kernels: list[np.n
         f.put(conv["kernel"], kernel)
         if conv["code"] == OPS.FULLY_CONNECTED:
             continue
-        mean = by_name[conv["name"]]
-        shift = (error[0] * mean).sum(axis=(0, 1)) if conv["code"] == OPS.DEPTHWISE_CONV_2D else np.einsum("ohwi,i->o", error, mean)
+        shift = bias_shift(error, by_name[conv["name"]], conv["code"] == OPS.DEPTHWISE_CONV_2D)
         f.put(conv["bias"], f.array(conv["bias"]) - shift)
     return bytes(f)
 

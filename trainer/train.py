@@ -12,8 +12,9 @@ The head's weights are then put into the full classifier (raw pixels in, softmax
 which is saved. On a backbone converted by an earlier run (trainer.features.prepared)
 whose classifier is cached, nothing is built: the features come from the converted
 backbone and model.keras is that classifier with this head (trainer.keras_file), so
-the run never imports TensorFlow. The optional second stage trains the top backbone blocks on activations cached
-at a block boundary and is kept only when it lowers the validation loss.
+the run never imports TensorFlow. The optional second stage trains the top backbone
+blocks on activations cached at a block boundary and is kept only when it lowers the
+validation loss.
 
 Model selection (early stopping, keep or discard) reads the validation split only; the
 test split is evaluated once, at the end, on the final model. Every accuracy carries its

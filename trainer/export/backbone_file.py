@@ -150,6 +150,13 @@ def _parsed(content: bytes) -> object:
     return model
 
 
+def bias_shift(error: np.ndarray, mean: np.ndarray, depthwise: bool) -> np.ndarray:
+    """The mean change of each output channel that a change `error` of a file's kernel
+    causes on inputs whose per-channel mean is `mean`: dW . E[x] (border effects ignored).
+    CONV_2D kernels are (out, kh, kw, in); DEPTHWISE_CONV_2D kernels (1, kh, kw, channels)."""
+    return (error[0] * mean).sum(axis=(0, 1)) if depthwise else np.einsum("ohwi,i->o", error, mean)
+
+
 def corrected_biases(content: bytes, means: Sequence["ConvMean"]) -> tuple[bytes, int]:
     """`content` with each convolution's bias lowered by the mean shift int8 rounding of its
     kernel causes (dW . E[x], per output channel), E[x] from `means` (matched by the
@@ -192,7 +199,7 @@ def corrected_biases(content: bytes, means: Sequence["ConvMean"]) -> tuple[bytes
         error = rounding_error_along(kernel, 3 if depthwise else 0)
         if error.shape[-1] != mean.mean.shape[0]:
             raise NotApplicable(f"convolution {name} reads {error.shape[-1]} channels, its mean has {mean.mean.shape[0]}")
-        shift = (error[0] * mean.mean).sum(axis=(0, 1)) if depthwise else np.einsum("ohwi,i->o", error, mean.mean)
+        shift = bias_shift(error, mean.mean, depthwise)
         values = np.frombuffer(model.buffers[bias.buffer].data.tobytes(), np.float32).astype(np.float64) - shift
         if uses[int(op.inputs[2])] > 1 or holders[bias.buffer] > 1:  # shared: this operator's own copy
             bias = copy.copy(bias)
